@@ -1,0 +1,18 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from .roles import ROLES
+
+
+@transaction.atomic
+def create_user(username, password, role):
+    """Create (or reset) a user holding exactly one role."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    user.set_password(password)
+    user.is_active = True
+    user.save()
+    user.groups.set([Group.objects.get(name=role)])
+    return user

@@ -1,0 +1,234 @@
+#!/usr/bin/env python
+"""Measurements of the ingest pipeline: `make bench` (or .venv/bin/python bench/run.py).
+
+Runs in a database of its own (created next to DATABASE_URL's, dropped at
+the end) and prints numbers. This machine is noisy, so every figure comes
+with a ratio against a baseline measured in the same process, right before:
+
+import    `import_events` over N sandbox events, against COPY of the same raw
+          lines into an unlogged table (the floor any importer pays).
+webhook   signed new events POSTed over loopback HTTP to gunicorn, against
+          GET of the sign-in page on the same server (a Django round trip
+          with no database work).
+"""
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _bench_database(base_url):
+    """Create a scratch database on the same server; return (its URL, drop())."""
+    import dj_database_url
+
+    name = f"opspanel_bench_{os.getpid()}"
+    config = dj_database_url.parse(base_url)
+    admin = psycopg.connect(
+        dbname="postgres",
+        user=config["USER"] or None,
+        password=config["PASSWORD"] or None,
+        host=config["HOST"] or None,
+        port=config["PORT"] or None,
+        autocommit=True,
+    )
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = base_url.replace(f"/{config['NAME']}", f"/{name}", 1)
+
+    def drop():
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        admin.close()
+
+    return url, drop
+
+
+def say(message):
+    print(message, flush=True)
+
+
+def bench_import(events):
+    from django.core.management import call_command
+    from django.db import connection
+
+    from sandbox.network import generate
+
+    orders = max(1, int(events / 8.4))
+    path = Path(tempfile.mkdtemp()) / "bench.ndjson"
+    say(f"generating ~{events:,} sandbox events ({orders:,} orders, seed 1) ...")
+    import orjson
+
+    with path.open("wb") as out:
+        count = 0
+        for envelope in generate(orders, 1):
+            out.write(orjson.dumps(envelope) + b"\n")
+            count += 1
+    say(f"  {count:,} events, {path.stat().st_size / 1e6:.0f} MB")
+
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE UNLOGGED TABLE bench_raw (line text)")
+        with cursor.cursor.copy("COPY bench_raw (line) FROM STDIN") as copy, path.open("rb") as f:
+            for line in f:
+                copy.write_row((line.rstrip(b"\n").decode(),))
+    baseline = time.perf_counter() - started
+    say(f"baseline: COPY raw lines         {count / baseline:>10,.0f} lines/s  ({baseline:.1f}s)")
+
+    started = time.perf_counter()
+    call_command("import_events", str(path), progress="never")
+    took = time.perf_counter() - started
+    say(
+        f"import_events                    {count / took:>10,.0f} events/s ({took:.1f}s)"
+        f"  = {baseline / took:.2f}x the COPY baseline"
+    )
+    started = time.perf_counter()
+    call_command("import_events", str(path), progress="never")
+    again = time.perf_counter() - started
+    say(f"re-import (all duplicates)       {count / again:>10,.0f} events/s ({again:.1f}s)")
+    path.unlink()
+
+
+def bench_webhook(url, total, concurrency):
+    import httpx
+    import orjson
+    from standardwebhooks.webhooks import Webhook
+
+    secret = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
+    port = 8765
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "OPOOLS_WEBHOOK_SECRETS": secret,
+        "SECRET_KEY": "bench",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "gunicorn"),
+            "opspanel.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/accounts/login/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        from tests import envelopes
+
+        signer = Webhook(secret)
+        from datetime import UTC, datetime
+
+        bodies = []
+        for i in range(total):
+            envelope = envelopes.trade(
+                "reserved", transact_id=f"pt_live_B{i:07d}", reference=f"bench_{i}"
+            )
+            body = orjson.dumps(envelope)
+            now = datetime.now(UTC)
+            bodies.append(
+                (
+                    body,
+                    {
+                        "content-type": "application/json",
+                        "webhook-id": envelope["id"],
+                        "webhook-timestamp": str(int(now.timestamp())),
+                        "webhook-signature": signer.sign(envelope["id"], now, body.decode()),
+                    },
+                )
+            )
+
+        client = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=concurrency))
+
+        def run(fn, items):
+            started = time.perf_counter()
+            with ThreadPoolExecutor(concurrency) as pool:
+                codes = list(pool.map(fn, items))
+            return time.perf_counter() - started, codes
+
+        took_base, codes = run(
+            lambda _: client.get(f"{base}/accounts/login/").status_code, range(total)
+        )
+        assert set(codes) == {200}, set(codes)
+        say(f"baseline: GET sign-in page       {total / took_base:>10,.0f} req/s")
+        took, codes = run(
+            lambda item: (
+                client.post(f"{base}/webhooks/0pools", content=item[0], headers=item[1]).status_code
+            ),
+            bodies,
+        )
+        assert set(codes) == {202}, set(codes)
+        say(
+            f"POST /webhooks/0pools (new)      {total / took:>10,.0f} req/s"
+            f"  = {took_base / took:.2f}x the baseline"
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--webhooks", type=int, default=2_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--only", choices=["import", "webhook"])
+    args = parser.parse_args()
+
+    base_url = os.environ.get("DATABASE_URL")
+    if not base_url:
+        sys.exit("DATABASE_URL is not set (make bench sets it)")
+    url, drop = _bench_database(base_url)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("OPSPANEL_TESTING", "1")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opspanel.settings")
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        from django.conf import settings
+
+        say(
+            f"broker: {settings.CELERY_BROKER_URL.split('://')[0]}; python {sys.version.split()[0]}; {os.cpu_count()} cores"
+        )
+        if args.only in (None, "import"):
+            bench_import(args.events)
+        if args.only in (None, "webhook"):
+            bench_webhook(url, args.webhooks, args.concurrency)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""``manage.py import_events PATH|-``: backfill NDJSON envelopes.
+
+The same pipeline as the webhook minus the signature check. A bad line is
+reported with its number and reason; the rest still imports. Re-running the
+same file imports nothing new.
+"""
+
+import gzip
+import os
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+
+import orjson
+from django.core.management.base import BaseCommand, CommandError
+
+from ingest.contract import ContractError, parse_envelope
+from ingest.pipeline import ingest
+
+
+class Command(BaseCommand):
+    help = "Import 0Pools event envelopes from an NDJSON file (.gz allowed) or - for stdin."
+
+    def add_arguments(self, parser):
+        parser.add_argument("path", help="NDJSON file, optionally gzipped, or - for stdin")
+        parser.add_argument("--batch-size", type=int, default=2000)
+        parser.add_argument(
+            "--progress",
+            choices=["auto", "always", "never"],
+            default="auto",
+            help="progress bar on stderr: auto shows it when stderr is a terminal",
+        )
+
+    def handle(self, path, batch_size, progress, **options):
+        stream, raw, total = _open(path)
+        show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
+        counts = {"imported": 0, "duplicates": 0, "rejected": 0}
+        started = time.perf_counter()
+        with stream, raw or nullcontext(), _progress(show, raw, total) as tick:
+            batch = []
+            number = 0
+            for number, line in enumerate(stream, start=1):
+                if number % 1000 == 0:
+                    tick(number)
+                if not line.strip():
+                    continue
+                try:
+                    batch.append(parse_envelope(orjson.loads(line)))
+                except orjson.JSONDecodeError:
+                    self._reject(counts, number, "not valid JSON")
+                    continue
+                except ContractError as exc:
+                    self._reject(counts, number, str(exc))
+                    continue
+                if len(batch) >= batch_size:
+                    self._flush(batch, counts)
+                    batch = []
+            self._flush(batch, counts)
+            tick(number if raw is None else total)
+        elapsed = time.perf_counter() - started
+        total_seen = counts["imported"] + counts["duplicates"]
+        self.stdout.write(
+            f"imported {counts['imported']}, duplicates {counts['duplicates']}, "
+            f"rejected {counts['rejected']}"
+        )
+        if options["verbosity"] > 1:
+            self.stderr.write(f"{total_seen / elapsed:,.0f} events/s over {elapsed:.1f}s")
+        if counts["rejected"]:
+            sys.exit(1)
+
+    def _reject(self, counts, number, reason):
+        counts["rejected"] += 1
+        self.stderr.write(f"line {number}: {reason}")
+
+    def _flush(self, batch, counts):
+        if not batch:
+            return
+        for stored in ingest(batch, "import"):
+            counts["duplicates" if stored.duplicate else "imported"] += 1
+
+
+def _open(path):
+    """(line stream, the underlying file, its size in bytes or None for stdin)."""
+    if path == "-":
+        raw = sys.stdin.buffer
+        if raw.peek(2)[:2] == GZIP_MAGIC:
+            return gzip.GzipFile(fileobj=raw), None, None
+        return raw, None, None
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed with the stream
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    size = os.fstat(raw.fileno()).st_size
+    if raw.read(2) == GZIP_MAGIC:
+        raw.seek(0)
+        return gzip.GzipFile(fileobj=raw), raw, size
+    raw.seek(0)
+    return raw, raw, size
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@contextmanager
+def _progress(show, raw, total):
+    """Yield ``tick(lines)``: a bar on stderr over bytes read (lines for stdin)."""
+    if not show:
+        yield lambda lines: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "importing",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    task = bar.add_task("import", total=total)
+    with bar:
+        if raw is None:
+            yield lambda lines: bar.update(task, completed=lines)
+        else:
+            yield lambda lines: bar.update(task, completed=raw.tell())

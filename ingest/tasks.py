@@ -1,0 +1,103 @@
+"""Celery tasks of the ingest pipeline.
+
+``process_event`` applies one stored webhook event. It is sent after the
+request's transaction commits; if that send is lost (broker down, a crash
+between commit and publish), ``sweep_pending_events`` finds the event
+still pending and applies it. Both lock the event row and skip processed
+ones, so an event that is handled twice is applied once.
+"""
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db import OperationalError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from opspanel.celery import app
+from records.models import WebhookEvent
+
+from . import pipeline
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+
+
+def send_on_commit(task, *args):
+    """Send ``task`` after commit; a broker that is down is logged, not raised.
+
+    The webhook has stored the event already, so the sweep will apply it.
+    """
+
+    def send():
+        task.delay(*args)
+
+    send.__qualname__ = f"send {task.name}"  # named in the log when it fails
+    transaction.on_commit(send, robust=True)
+
+
+def ping_broker():
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+
+
+def _mark_failed(pks, exc):
+    # attempts counts failures too, so the sweep gives up after MAX_ATTEMPTS.
+    WebhookEvent.objects.filter(pk__in=pks).exclude(state=WebhookEvent.State.PROCESSED).update(
+        state=WebhookEvent.State.FAILED,
+        attempts=F("attempts") + 1,
+        last_error=f"{type(exc).__name__}: {exc}"[:500],
+    )
+
+
+def _apply(pks):
+    try:
+        with transaction.atomic():
+            return pipeline.apply_stored(pks)
+    except OperationalError:
+        raise  # the database is away: retry the whole task later
+    except Exception as exc:
+        log.exception("applying events %s failed", pks)
+        _mark_failed(pks, exc)
+        return 0
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=8,
+)
+def process_event(event_pk):
+    """Apply one stored event. Running it twice applies it once."""
+    return _apply([event_pk])
+
+
+@shared_task(acks_late=True)
+def sweep_pending_events(batch_size=500, max_batches=100):
+    """Apply events left pending (lost task) or failed (fewer than MAX_ATTEMPTS)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.OPOOLS_SWEEP_GRACE_SECONDS)
+    applied = 0
+    for _ in range(max_batches):
+        pks = list(
+            WebhookEvent.objects.exclude(state=WebhookEvent.State.PROCESSED)
+            .filter(received_at__lt=cutoff, attempts__lt=MAX_ATTEMPTS)
+            .order_by("received_at", "id")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not pks:
+            break
+        done = _apply(pks)
+        if done == 0 and len(pks) > 1:
+            # One bad event fails its batch: apply one by one to isolate it.
+            done = sum(_apply([pk]) for pk in pks)
+        applied += done
+        if done == 0:
+            break
+    if applied:
+        log.info("sweep applied %d pending events", applied)
+    return applied

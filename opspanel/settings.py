@@ -1,0 +1,188 @@
+"""Settings for the Ops Panel, read from the environment.
+
+One module for every environment. The names below are the interface that
+deployments and scripts use (see README "Configuration").
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name, default=None):
+    return os.environ.get(name, default)
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name, default=""):
+    return [item for item in os.environ.get(name, default).replace(",", " ").split() if item]
+
+
+DEBUG = env_bool("DEBUG", False)
+TESTING = env_bool("OPSPANEL_TESTING", False)
+
+SECRET_KEY = env("SECRET_KEY")
+if not SECRET_KEY:
+    if not (DEBUG or TESTING):
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Production refuses to start without it; "
+            "set DEBUG=1 for a local run (make run does)."
+        )
+    SECRET_KEY = "insecure-local-only-key"  # noqa: S105 - DEBUG/test only, refused in production
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost 127.0.0.1 [::1]" if (DEBUG or TESTING) else "")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "django_filters",
+    "template_partials",
+    "pgtrigger",
+    "records",
+    "ingest",
+    "accounts",
+    "lookup",
+    "timeline",
+    "sandbox",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "opspanel.urls"
+WSGI_APPLICATION = "opspanel.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: DATABASE_URL, or the embedded PostgreSQL that `make run` starts
+# (scripts/devdb.py exports DATABASE_URL before Django starts).
+DATABASE_URL = env("DATABASE_URL")
+if not DATABASE_URL:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. `make run` / `make test` start an embedded "
+        "PostgreSQL and set it for you; otherwise point it at PostgreSQL."
+    )
+_db = dj_database_url.parse(DATABASE_URL)
+_db.setdefault("OPTIONS", {})
+_db["CONN_MAX_AGE"] = 0  # the psycopg pool keeps connections, not Django
+if not env_bool("DATABASE_POOL_DISABLED", False):
+    _db["OPTIONS"]["pool"] = {
+        "min_size": int(env("DATABASE_POOL_MIN", "1")),
+        "max_size": int(env("DATABASE_POOL_MAX", "10")),
+        "timeout": 10,
+    }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = int(env("SESSION_IDLE_SECONDS", str(30 * 60)))
+SESSION_SAVE_EVERY_REQUEST = True  # the age above is an idle timeout
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = not (DEBUG or TESTING)
+CSRF_COOKIE_SECURE = not (DEBUG or TESTING)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / ".data" / "static"
+# Locally and in tests whitenoise serves straight from static/ (no collectstatic).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG or TESTING
+
+# Celery. Unset broker: the same PostgreSQL through kombu's SQLAlchemy
+# transport, so a bare laptop needs no broker server.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL") or "sqla+" + DATABASE_URL.replace(
+    "postgres://", "postgresql+psycopg://", 1
+).replace("postgresql://", "postgresql+psycopg://", 1)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A webhook must answer even when the broker is away (the sweep catches up):
+# give up publishing quickly instead of holding the request.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "sweep-pending-events": {
+        "task": "ingest.tasks.sweep_pending_events",
+        "schedule": float(env("OPOOLS_SWEEP_SECONDS", "30")),
+    },
+}
+
+# 0Pools
+OPOOLS_WEBHOOK_SECRETS = env_list("OPOOLS_WEBHOOK_SECRETS")
+OPOOLS_API_URL = env("OPOOLS_API_URL", "")
+OPOOLS_API_KEY = env("OPOOLS_API_KEY", "")
+# Largest webhook body accepted; larger is a 413 before anything is parsed.
+OPOOLS_WEBHOOK_MAX_BYTES = 256 * 1024
+# A pending event younger than this is left to its own task by the sweep.
+OPOOLS_SWEEP_GRACE_SECONDS = int(env("OPOOLS_SWEEP_GRACE_SECONDS", "20"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # httpx logs every request line at INFO; our own code logs what matters.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}

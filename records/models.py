@@ -1,0 +1,358 @@
+"""Every 0Pools record the panel keeps.
+
+Rows reference each other by the contract's public ids (``transact_id``,
+``quote_id``, ``event_id``) where the other side may arrive later: a ledger
+entry for a trade we have not seen yet is kept as it is and joins the trade
+by its ``transact_id`` when the trade arrives. Nothing here stores a field
+that the contract does not name (see ``ingest.contract``).
+
+Writes go through ``ingest.pipeline`` only.
+"""
+
+import pgtrigger
+from django.db import models
+from django.db.models import Q
+
+from . import states
+
+# Ids are case-sensitive and searched by prefix: "C" collation makes
+# `LIKE 'prefix%'` and `=` use a plain btree index, no UPPER(), no ICU.
+ID_COLLATION = "C"
+
+
+class Partner(models.Model):
+    partner_id = models.CharField(max_length=44, unique=True, db_collation=ID_COLLATION)
+    name = models.CharField(max_length=200, blank=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["partner_id"]
+
+    def __str__(self):
+        return self.partner_id
+
+
+class Pool(models.Model):
+    pool_id = models.CharField(max_length=21, unique=True, db_collation=ID_COLLATION)
+    sla_minutes = models.PositiveIntegerField(
+        default=15,
+        help_text="Minutes after which a reserved trade in this pool counts as stuck.",
+    )
+
+    class Meta:
+        ordering = ["pool_id"]
+
+    def __str__(self):
+        return self.pool_id
+
+
+class Order(models.Model):
+    """One partner order: the subject of a timeline."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="orders")
+    partner_reference = models.CharField(max_length=128, db_collation=ID_COLLATION)
+    livemode = models.BooleanField()
+    first_seen_at = models.DateTimeField(help_text="Upstream time of the first record seen.")
+    # Latest upstream activity; the orders list sorts on it.
+    last_activity_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["partner", "partner_reference"], name="order_unique_partner_reference"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.partner.partner_id}/{self.partner_reference}"
+
+
+class Quote(models.Model):
+    class Status(models.TextChoices):
+        CREATED = "created"
+        UNAVAILABLE = "unavailable"
+        EXPIRED = "expired"
+        ACCEPTED = "accepted"
+
+    quote_id = models.CharField(max_length=48, unique=True, db_collation=ID_COLLATION)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="quotes")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="+")
+    livemode = models.BooleanField()
+    status = models.CharField(max_length=12, choices=Status.choices)
+    side = models.CharField(max_length=4)
+    network = models.CharField(max_length=40)
+    amount_value = models.DecimalField(max_digits=38, decimal_places=18)
+    amount_currency = models.CharField(max_length=12)
+    available = models.BooleanField()
+    quote_type = models.CharField(max_length=20, blank=True)
+    executable = models.BooleanField(null=True)
+    rate = models.DecimalField(max_digits=38, decimal_places=18, null=True)
+    spread_bps = models.IntegerField(null=True)
+    fee_bps = models.IntegerField(null=True)
+    request_id = models.CharField(max_length=44, blank=True, db_collation=ID_COLLATION)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True)
+    accepted_at = models.DateTimeField(null=True)
+    expired_at = models.DateTimeField(null=True)
+
+    def __str__(self):
+        return self.quote_id
+
+
+class Trade(models.Model):
+    Status = models.TextChoices("Status", [(s.upper(), s) for s in states.STATUSES])
+
+    transact_id = models.CharField(max_length=48, unique=True, db_collation=ID_COLLATION)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="trades")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="+")
+    quote_id = models.CharField(max_length=48, blank=True, db_collation=ID_COLLATION)
+    livemode = models.BooleanField()
+    status = models.CharField(max_length=10, choices=Status.choices)
+    # Upstream time of the current status.
+    status_at = models.DateTimeField()
+    failure_code = models.CharField(max_length=64, blank=True)
+    side = models.CharField(max_length=4)
+    network = models.CharField(max_length=40)
+    amount_value = models.DecimalField(max_digits=38, decimal_places=18)
+    amount_currency = models.CharField(max_length=12)
+    deliver_value = models.DecimalField(max_digits=38, decimal_places=18, null=True)
+    deliver_currency = models.CharField(max_length=12, blank=True)
+    rate = models.DecimalField(max_digits=38, decimal_places=18, null=True)
+    fee_bps = models.IntegerField(null=True)
+    idempotency_key = models.CharField(max_length=255, blank=True, db_collation=ID_COLLATION)
+    request_id = models.CharField(max_length=44, blank=True, db_collation=ID_COLLATION)
+    # Settlement clock: reserved -> final (upstream times, from statusHistory).
+    reserved_at = models.DateTimeField(null=True)
+    final_at = models.DateTimeField(null=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # The stuck-reserved queue: WHERE status = 'reserved' ORDER BY reserved_at.
+            models.Index(
+                fields=["reserved_at", "id"],
+                condition=Q(status="reserved"),
+                name="trade_reserved_age_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return self.transact_id
+
+
+class WebhookEvent(models.Model):
+    """One 0Pools event envelope, stored once per event id.
+
+    ``payload`` holds the allowlisted envelope only. Received through the
+    webhook (stored before the 2xx, processed by a task), an import, or a
+    status read (a poll is stored as a synthetic event, source ``poll``).
+    """
+
+    class Source(models.TextChoices):
+        WEBHOOK = "webhook"
+        IMPORT = "import"
+        POLL = "poll"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        PROCESSED = "processed"
+        FAILED = "failed"
+
+    event_id = models.CharField(max_length=48, unique=True, db_collation=ID_COLLATION)
+    type = models.CharField(max_length=40)
+    livemode = models.BooleanField()
+    created_at = models.DateTimeField(help_text="Upstream createdAt.")
+    received_at = models.DateTimeField()
+    source = models.CharField(max_length=8, choices=Source.choices)
+    # Which configured secret verified it (its position and a fingerprint,
+    # never the secret); blank for imports and polls.
+    verified_with = models.CharField(max_length=40, blank=True)
+    duplicate_count = models.PositiveIntegerField(default=0)
+    last_duplicate_at = models.DateTimeField(null=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    processed_at = models.DateTimeField(null=True)
+    dropped_keys = models.PositiveIntegerField(
+        default=0, help_text="Keys the allowlist removed (counted, never stored)."
+    )
+    payload = models.JSONField()
+    partner_id = models.CharField(max_length=44, db_collation=ID_COLLATION)
+    # The id of the object the event is about (quote, trade, ledger entry, or
+    # for a delivery attempt the event delivered).
+    subject_id = models.CharField(max_length=48, db_collation=ID_COLLATION)
+    order = models.ForeignKey(Order, null=True, on_delete=models.PROTECT, related_name="events")
+    # While ``order`` is unknown: the trade or event id that will tell it.
+    link_key = models.CharField(max_length=48, blank=True, db_collation=ID_COLLATION)
+
+    class Meta:
+        indexes = [
+            # The sweep: WHERE state <> 'processed' ORDER BY received_at.
+            models.Index(
+                fields=["received_at", "id"],
+                condition=~Q(state="processed"),
+                name="event_unprocessed_idx",
+            ),
+            # Timeline: WHERE order_id = %s ORDER BY created_at.
+            models.Index(fields=["order", "created_at"], name="event_order_time_idx"),
+            # Linking late joins: WHERE order_id IS NULL AND link_key = ANY(%s).
+            models.Index(
+                fields=["link_key"], condition=Q(order__isnull=True), name="event_unlinked_idx"
+            ),
+        ]
+
+    def __str__(self):
+        return self.event_id
+
+
+class RejectedDelivery(models.Model):
+    """A webhook request we refused. No payload: when, why, size and hash."""
+
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status_code = models.PositiveSmallIntegerField()
+    reason = models.CharField(max_length=200)
+    webhook_id = models.CharField(max_length=64, blank=True)
+    body_size = models.PositiveIntegerField()
+    body_sha256 = models.CharField(max_length=64)
+    remote_addr = models.GenericIPAddressField(null=True)
+
+    def __str__(self):
+        return f"{self.status_code} {self.reason}"
+
+
+class StatusChange(models.Model):
+    """One observed move of a trade's status, applied or not."""
+
+    Outcome = models.TextChoices(
+        "Outcome",
+        [(o.upper(), o) for o in (states.APPLIED, states.LATE, states.ILLEGAL, states.OVERRIDE)],
+    )
+
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="status_changes")
+    from_status = models.CharField(max_length=10, blank=True)
+    to_status = models.CharField(max_length=10)
+    upstream_at = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+    source = models.CharField(max_length=8, choices=WebhookEvent.Source.choices)
+    event = models.ForeignKey(
+        WebhookEvent, null=True, on_delete=models.PROTECT, related_name="status_changes"
+    )
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["trade", "upstream_at", "id"], name="status_trade_time_idx")
+        ]
+
+    def __str__(self):
+        return f"{self.from_status or '?'} -> {self.to_status} ({self.outcome})"
+
+    @property
+    def flagged(self):
+        return self.outcome != states.APPLIED
+
+
+class DeliveryAttempt(models.Model):
+    """A try at delivering an event to a partner endpoint."""
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    event_id = models.CharField(max_length=48, db_collation=ID_COLLATION, db_index=True)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="+")
+    attempt = models.PositiveIntegerField()
+    response_status = models.PositiveSmallIntegerField(null=True)
+    duration_ms = models.PositiveIntegerField(null=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    attempted_at = models.DateTimeField()
+    # The webhook.delivery_attempted event that reported it (upstream
+    # deliveries); null for a replay sent by the panel.
+    reported_by = models.OneToOneField(
+        WebhookEvent, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    def __str__(self):
+        return f"{self.event_id} attempt {self.attempt}"
+
+
+class LedgerEntry(models.Model):
+    """Append-only: the database refuses UPDATE, DELETE and TRUNCATE."""
+
+    class EntryType(models.TextChoices):
+        SETTLEMENT = "settlement"
+        FEE = "fee"
+        RETURN = "return"
+        REVERSAL = "reversal"
+
+    ledger_id = models.CharField(max_length=48, unique=True, db_collation=ID_COLLATION)
+    transact_id = models.CharField(max_length=48, db_collation=ID_COLLATION, db_index=True)
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="+")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="+")
+    livemode = models.BooleanField()
+    entry_type = models.CharField(max_length=10, choices=EntryType.choices)
+    direction = models.CharField(max_length=6)
+    amount_value = models.DecimalField(max_digits=38, decimal_places=18)
+    amount_currency = models.CharField(max_length=12)
+    posted_at = models.DateTimeField()
+    event_id = models.CharField(max_length=48, db_collation=ID_COLLATION)
+
+    class Meta:
+        triggers = [
+            pgtrigger.Protect(
+                name="ledger_append_only", operation=pgtrigger.Update | pgtrigger.Delete
+            ),
+            pgtrigger.Trigger(
+                name="ledger_no_truncate",
+                operation=pgtrigger.Truncate,
+                level=pgtrigger.Statement,
+                when=pgtrigger.Before,
+                func="RAISE EXCEPTION 'ledger entries are append-only: TRUNCATE refused';",
+            ),
+        ]
+
+    def __str__(self):
+        return self.ledger_id
+
+
+class Identifier(models.Model):
+    """The one index behind the search box: every searchable id -> its order.
+
+    Served by the unique index ``identifier_unique_per_partner``, which leads
+    with ``value`` in collation "C": ``value = %s`` and ``value LIKE
+    'prefix%'`` are both range scans of it.
+    """
+
+    class Kind(models.TextChoices):
+        ORDER = "order", "partner order id"
+        QUOTE = "quote", "quote"
+        TRADE = "trade", "trade"
+        REQUEST = "request", "request"
+        IDEMPOTENCY_KEY = "idempotency_key", "idempotency key"
+        EVENT = "event", "webhook event"
+        LEDGER = "ledger", "ledger entry"
+
+    value = models.CharField(max_length=255, db_collation=ID_COLLATION)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    partner_id = models.CharField(max_length=44, db_collation=ID_COLLATION)
+    order = models.ForeignKey(Order, null=True, on_delete=models.PROTECT, related_name="+")
+    link_key = models.CharField(max_length=48, blank=True, db_collation=ID_COLLATION)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["value", "kind", "partner_id"], name="identifier_unique_per_partner"
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["link_key"],
+                condition=Q(order__isnull=True),
+                name="identifier_unlinked_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.value}"

@@ -1,0 +1,74 @@
+import base64
+from datetime import UTC, datetime
+
+import orjson
+import pgtrigger
+import pytest
+from django.test import TransactionTestCase
+from standardwebhooks.webhooks import Webhook
+
+from accounts.services import create_user
+
+SECRET = "whsec_" + base64.b64encode(b"panel-test-secret-0123456789abcdef").decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"panel-old-secret-0123456789abcdef!").decode()
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _webhook_secrets(settings):
+    settings.OPOOLS_WEBHOOK_SECRETS = [SECRET]
+
+
+def sign(body, *, secret=SECRET, event_id=None, at=None):
+    """Headers for ``body`` signed the Standard Webhooks way."""
+    if event_id is None:
+        event_id = orjson.loads(body)["id"]
+    moment = at or datetime.now(UTC)
+    return {
+        "webhook-id": event_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": Webhook(secret).sign(
+            event_id, moment, body.decode("utf-8", "replace")
+        ),
+    }
+
+
+def post_event(client, envelope, **sign_options):
+    body = orjson.dumps(envelope)
+    headers = sign(body, **sign_options)
+    return client.post(
+        "/webhooks/0pools",
+        data=body,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@pytest.fixture
+def support_user(db):
+    return create_user("sam-support", PASSWORD, "support")
+
+
+@pytest.fixture
+def operations_user(db):
+    return create_user("olga-operations", PASSWORD, "operations")
+
+
+@pytest.fixture
+def admin_user(db):
+    return create_user("ada-admin", PASSWORD, "admin")
+
+
+def _flush_with_ledger(flush):
+    """pytest-django empties the database after a transactional test with
+    TRUNCATE, which the append-only ledger refuses (``test_records`` shows
+    it). Lift the refusal for that clean-up only, nowhere else."""
+
+    def teardown(self):
+        with pgtrigger.ignore("records.LedgerEntry:ledger_no_truncate"):
+            flush(self)
+
+    return teardown
+
+
+TransactionTestCase._fixture_teardown = _flush_with_ledger(TransactionTestCase._fixture_teardown)

@@ -1,0 +1,27 @@
+import io
+
+import orjson
+from django.core.management import call_command
+
+
+def ndjson(*envelopes):
+    return b"".join(orjson.dumps(e) + b"\n" for e in envelopes)
+
+
+def run_import(tmp_path, content, name="events.ndjson"):
+    """Run ``manage.py import_events`` on ``content``; return (exit code, stdout, stderr)."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        call_command("import_events", str(path), stdout=out, stderr=err)
+    except SystemExit as exc:
+        code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def import_events(tmp_path, *envelopes):
+    code, out, err = run_import(tmp_path, ndjson(*envelopes))
+    assert code == 0, err
+    return out

@@ -1,0 +1,98 @@
+"""The webhook path on a real broker with a real Celery worker.
+
+The broker is whatever CELERY_BROKER_URL names (Redis in CI; on a laptop
+the SQLAlchemy transport on the embedded PostgreSQL). The worker runs in a
+thread of this process against the same test database, so these tests
+commit (transactional_db).
+"""
+
+import time
+from contextlib import contextmanager
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from ingest import tasks
+from opspanel.celery import app
+from records.models import Trade, WebhookEvent
+from tests import envelopes
+from tests.conftest import post_event
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def worker():
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
+        yield w
+
+
+@contextmanager
+def broker_unreachable():
+    """Point the app at a port where no broker listens (the broker is "down")."""
+    saved = app.conf.broker_url, app.conf.broker_write_url
+    app.conf.broker_url = app.conf.broker_write_url = "redis://127.0.0.1:9/0"
+    app._pool = None
+    app.amqp._producer_pool = None
+    try:
+        yield
+    finally:
+        app.conf.broker_url, app.conf.broker_write_url = saved
+        app._pool = None
+        app.amqp._producer_pool = None
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_webhook_event_is_applied_by_the_worker(client, worker):
+    envelope = envelopes.trade("reserved", transact_id="pt_live_WORKER1")
+
+    response = post_event(client, envelope)
+
+    assert response.status_code == 202
+    assert wait_for(lambda: WebhookEvent.objects.get(event_id=envelope["id"]).state == "processed")
+    assert Trade.objects.get(transact_id="pt_live_WORKER1").status == "reserved"
+
+
+def test_with_the_broker_down_the_webhook_still_answers_and_the_sweep_applies_it(
+    client, worker, settings
+):
+    envelope = envelopes.trade("settled", transact_id="pt_live_SWEPT1")
+
+    with broker_unreachable():
+        response = post_event(client, envelope)
+
+    assert response.status_code == 202
+    event = WebhookEvent.objects.get(event_id=envelope["id"])
+    assert event.state == "pending"
+
+    settings.OPOOLS_SWEEP_GRACE_SECONDS = 0
+    tasks.sweep_pending_events.delay()
+
+    assert wait_for(lambda: WebhookEvent.objects.get(pk=event.pk).state == "processed")
+    assert Trade.objects.get(transact_id="pt_live_SWEPT1").status == "settled"
+
+
+def test_an_event_handled_twice_is_applied_once(client, worker):
+    first = envelopes.trade("reserved", transact_id="pt_live_TWICE1")
+    post_event(client, first)
+    event = WebhookEvent.objects.get(event_id=first["id"])
+    assert wait_for(lambda: WebhookEvent.objects.get(pk=event.pk).state == "processed")
+
+    # A redelivered task message and a sweep both find it done.
+    tasks.process_event.delay(event.pk)
+    tasks.sweep_pending_events.delay()
+    late = envelopes.trade("reserved", transact_id="pt_live_TWICE1")  # new id, same status
+    post_event(client, late)
+    assert wait_for(lambda: WebhookEvent.objects.get(event_id=late["id"]).state == "processed")
+
+    trade = Trade.objects.get(transact_id="pt_live_TWICE1")
+    assert trade.status_changes.count() == 1
+    assert WebhookEvent.objects.get(pk=event.pk).attempts == 1

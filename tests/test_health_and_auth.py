@@ -1,0 +1,71 @@
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.test_celery_integration import broker_unreachable
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_reports_database_and_broker(client):
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_healthz_is_503_when_the_broker_is_down(client):
+    with broker_unreachable():
+        response = client.get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "down"
+    assert body["database"] == "ok"
+    assert body["broker"].startswith("down")
+
+
+def test_every_page_asks_for_sign_in(client):
+    response = client.get("/")
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_login_page_renders(client):
+    response = client.get("/accounts/login/")
+
+    assert response.status_code == 200
+    assert b"Sign in" in response.content
+
+
+@pytest.mark.parametrize("role", ["support", "operations", "admin"])
+def test_each_role_signs_in_and_sees_the_panel(client, role, request):
+    user = request.getfixturevalue(f"{role}_user")
+
+    response = client.post(
+        "/accounts/login/", {"username": user.username, "password": PASSWORD}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert response.context["user"] == user
+    assert b"Trades by status" in response.content
+
+
+def test_logout_is_a_post(client, support_user):
+    client.force_login(support_user)
+
+    assert client.get("/accounts/logout/").status_code == 405
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_createuser_command_reads_the_password_from_the_environment(monkeypatch):
+    from django.contrib.auth import authenticate
+    from django.core.management import call_command
+
+    monkeypatch.setenv("OPSPANEL_PASSWORD", PASSWORD)
+    call_command("createuser", "nina", "--role", "operations")
+
+    user = authenticate(username="nina", password=PASSWORD)
+    assert user is not None
+    assert list(user.groups.values_list("name", flat=True)) == ["operations"]

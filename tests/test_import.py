@@ -1,0 +1,207 @@
+"""manage.py import_events: bad lines reported by number, the rest imported, re-import a no-op."""
+
+import gzip
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from records.models import (
+    DeliveryAttempt,
+    Identifier,
+    LedgerEntry,
+    Order,
+    Quote,
+    StatusChange,
+    Trade,
+    WebhookEvent,
+)
+from tests import envelopes
+from tests.helpers import import_events, ndjson, run_import
+
+pytestmark = pytest.mark.django_db
+
+
+def test_bad_lines_are_reported_with_their_number_and_the_rest_imports(tmp_path):
+    good_1, good_2 = envelopes.quote("created"), envelopes.trade("reserved")
+    broken = envelopes.trade("settled")
+    broken["data"]["amount"] = {"value": "lots", "currency": "EUR"}
+    content = (
+        ndjson(good_1)
+        + b"{this is not json\n"
+        + ndjson(broken)
+        + b"\n"  # blank lines are skipped, not rejected
+        + ndjson(good_2)
+        + b'["an", "array"]\n'
+    )
+
+    code, out, err = run_import(tmp_path, content)
+
+    assert code == 1
+    assert out.strip() == "imported 2, duplicates 0, rejected 3"
+    assert "line 2: not valid JSON" in err
+    assert "line 3: data.amount.value: expected a decimal string" in err
+    assert "line 6: envelope: expected a JSON object" in err
+    assert set(WebhookEvent.objects.values_list("event_id", flat=True)) == {
+        good_1["id"],
+        good_2["id"],
+    }
+
+
+def test_reimporting_the_same_file_imports_nothing_new(tmp_path):
+    events = [envelopes.quote("created"), envelopes.trade("reserved"), envelopes.trade("settled")]
+    assert import_events(tmp_path, *events).strip() == "imported 3, duplicates 0, rejected 0"
+    tables = (WebhookEvent, Trade, Quote, Order, Identifier, StatusChange)
+
+    def counts():
+        return {model.__name__: model.objects.count() for model in tables}
+
+    before = counts()
+    status = Trade.objects.get().status
+
+    assert import_events(tmp_path, *events).strip() == "imported 0, duplicates 3, rejected 0"
+
+    after = counts()
+    assert after == before
+    assert Trade.objects.get().status == status
+    assert set(WebhookEvent.objects.values_list("duplicate_count", flat=True)) == {1}
+
+
+def test_the_same_event_twice_in_one_file_counts_as_a_duplicate(tmp_path):
+    event = envelopes.trade("reserved")
+
+    out = import_events(tmp_path, event, event)
+
+    assert out.strip() == "imported 1, duplicates 1, rejected 0"
+    assert WebhookEvent.objects.get().duplicate_count == 1
+
+
+def test_gzipped_file_imports(tmp_path):
+    code, out, _ = run_import(
+        tmp_path, gzip.compress(ndjson(envelopes.trade("reserved"))), name="events.ndjson.gz"
+    )
+
+    assert code == 0
+    assert out.strip() == "imported 1, duplicates 0, rejected 0"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stdin_imports_from_the_command_line(tmp_path):
+    env = {"DATABASE_URL": settings.DATABASES["default"]["NAME"]}
+    db = settings.DATABASES["default"]
+    url = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    content = ndjson(envelopes.trade("reserved"), envelopes.trade("settled"))
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": url, "OPSPANEL_TESTING": "1"}
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "import_events", "-"],
+        input=content,
+        capture_output=True,
+        env=env,
+        cwd=settings.BASE_DIR,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == "imported 2, duplicates 0, rejected 0"
+    assert Trade.objects.get().status == "settled"
+
+
+def test_unknown_keys_are_dropped_at_every_depth_and_only_counted(tmp_path):
+    event = envelopes.trade("reserved")
+    event["venue"] = "VENUE-kraken"
+    event["data"]["routeId"] = {"hops": ["ROUTE-a", "ROUTE-b"]}
+    event["data"]["amount"]["treasuryWallet"] = "TREASURY-0xabc"
+    event["data"]["statusHistory"][0]["worker"] = "PRV-worker-3"
+
+    import_events(tmp_path, event)
+
+    stored = WebhookEvent.objects.get()
+    assert stored.dropped_keys == 5  # venue, routeId, hops, treasuryWallet, worker
+    text = str(stored.payload)
+    for marker in ("VENUE", "ROUTE", "TREASURY", "PRV", "venue", "routeId", "worker"):
+        assert marker not in text
+
+
+def test_a_ledger_entry_before_its_trade_is_kept_and_joined_later(tmp_path):
+    entry = envelopes.ledger(transact_id="pt_live_LATE1")
+    told = envelopes.delivery(entry["id"])
+    import_events(tmp_path, entry, told)
+
+    assert LedgerEntry.objects.get().transact_id == "pt_live_LATE1"
+    waiting = Identifier.objects.get(kind="ledger")
+    assert waiting.order is None and waiting.link_key == "pt_live_LATE1"
+
+    import_events(
+        tmp_path, envelopes.trade("reserved", transact_id="pt_live_LATE1", reference="order_late")
+    )
+
+    order = Order.objects.get(partner_reference="order_late")
+    assert Identifier.objects.get(kind="ledger").order == order
+    assert WebhookEvent.objects.get(event_id=entry["id"]).order == order
+    # The delivery report of the ledger event follows it to the order.
+    assert WebhookEvent.objects.get(event_id=told["id"]).order == order
+    assert not Identifier.objects.filter(order__isnull=True).exists()
+
+
+def test_a_delivery_attempt_before_the_event_it_reports_is_joined_later(tmp_path):
+    event = envelopes.trade("reserved")
+    report = envelopes.delivery(event["id"], outcome="failed")
+    import_events(tmp_path, report)
+    assert WebhookEvent.objects.get(event_id=report["id"]).order is None
+
+    import_events(tmp_path, event)
+
+    order = Order.objects.get()
+    assert WebhookEvent.objects.get(event_id=report["id"]).order == order
+    attempt = DeliveryAttempt.objects.get()
+    assert (attempt.event_id, attempt.outcome, attempt.response_status) == (
+        event["id"],
+        "failed",
+        500,
+    )
+
+
+def test_quotes_keep_their_furthest_status_and_every_searchable_id_is_indexed(tmp_path):
+    first = envelopes.quote("created", quote_id="pq_live_first1")
+    expired = envelopes.quote("expired", quote_id="pq_live_first1")
+    second = envelopes.quote("created", quote_id="pq_live_second")
+    accepted = envelopes.quote("accepted", quote_id="pq_live_second")
+    import_events(tmp_path, first, accepted, expired, second, envelopes.trade("reserved"))
+
+    assert dict(Quote.objects.values_list("quote_id", "status")) == {
+        "pq_live_first1": "expired",
+        "pq_live_second": "accepted",
+    }
+    assert Quote.objects.get(quote_id="pq_live_second").accepted_at is not None
+    kinds = set(Identifier.objects.values_list("kind", "value"))
+    assert {
+        ("order", "order_7841"),
+        ("quote", "pq_live_first1"),
+        ("trade", "pt_live_9A2"),
+        ("request", "req_01HZY0P2"),
+        ("request", "req_01HZY0Q1"),
+        ("idempotency_key", "order_7841:accept:1"),
+        ("event", first["id"]),
+    } <= kinds
+    assert Order.objects.count() == 1
+
+
+def test_one_partner_order_id_at_two_partners_is_two_orders(tmp_path):
+    import_events(
+        tmp_path,
+        envelopes.trade("reserved", transact_id="pt_live_AAA", partner="ptn_acme"),
+        envelopes.trade("reserved", transact_id="pt_live_BBB", partner="ptn_globex"),
+    )
+
+    assert Order.objects.filter(partner_reference="order_7841").count() == 2
+    assert Identifier.objects.filter(kind="order", value="order_7841").count() == 2
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command("import_events", str(tmp_path / "nope.ndjson"))
