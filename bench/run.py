@@ -10,6 +10,9 @@ import    `import_events` over N sandbox events, against COPY of the same raw
 webhook   signed new events POSTed over loopback HTTP to gunicorn, against
           GET of the sign-in page on the same server (a Django round trip
           with no database work).
+pages     p50/p99 and queries of /id/<value> and of the order timeline on
+          the imported data (in process, Django test client, signed in),
+          against the sign-in page through the same client.
 """
 
 import argparse
@@ -98,6 +101,58 @@ def bench_import(events):
     again = time.perf_counter() - started
     say(f"re-import (all duplicates)       {count / again:>10,.0f} events/s ({again:.1f}s)")
     path.unlink()
+    return count
+
+
+def _percentiles(samples):
+    ordered = sorted(samples)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _timed(client, urls):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    times, queries = [], []
+    for url in urls:
+        with CaptureQueriesContext(connection) as captured:
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append(time.perf_counter() - started)
+        assert response.status_code in (200, 302), (url, response.status_code)
+        queries.append(len(captured))
+    return times, queries
+
+
+def bench_pages(samples):
+    import random
+
+    from django.test import Client
+
+    from accounts.services import create_user
+    from records.models import Identifier, Order
+
+    rng = random.Random(3)
+    user = create_user("bench-agent", "bench-password-123", "support")
+    client = Client()
+    client.force_login(user)
+    ids = list(Identifier.objects.exclude(order=None).values_list("value", flat=True)[:50_000])
+    orders = list(Order.objects.select_related("partner")[:50_000])
+    id_urls = [f"/id/{value}" for value in rng.sample(ids, min(samples, len(ids)))]
+    order_urls = [o.get_absolute_url() for o in rng.sample(orders, min(samples, len(orders)))]
+    say(f"pages over {len(ids):,} ids and {len(orders):,} orders, {samples} samples each")
+
+    base_times, _ = _timed(client, ["/accounts/login/"] * samples)
+    b50, b99 = _percentiles(base_times)
+    say(f"baseline: sign-in page       p50 {b50 * 1000:6.1f} ms  p99 {b99 * 1000:6.1f} ms")
+    for label, urls in (("/id/<value>", id_urls), ("order timeline", order_urls)):
+        times, queries = _timed(client, urls)
+        p50, p99 = _percentiles(times)
+        say(
+            f"{label:<16}             p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms"
+            f"  = {p50 / b50:.1f}x / {p99 / b99:.1f}x the baseline;"
+            f" queries {min(queries)}-{max(queries)}"
+        )
 
 
 def bench_webhook(url, total, concurrency):
@@ -197,7 +252,8 @@ def main():
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--webhooks", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--only", choices=["import", "webhook"])
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--only", choices=["import", "webhook", "pages"])
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL")
@@ -206,6 +262,7 @@ def main():
     url, drop = _bench_database(base_url)
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("OPSPANEL_TESTING", "1")
+    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1 localhost testserver")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opspanel.settings")
     try:
         import django
@@ -217,10 +274,13 @@ def main():
         from django.conf import settings
 
         say(
-            f"broker: {settings.CELERY_BROKER_URL.split('://')[0]}; python {sys.version.split()[0]}; {os.cpu_count()} cores"
+            f"broker: {settings.CELERY_BROKER_URL.split('://')[0]}; "
+            f"python {sys.version.split()[0]}; {os.cpu_count()} cores"
         )
-        if args.only in (None, "import"):
+        if args.only in (None, "import", "pages"):
             bench_import(args.events)
+        if args.only in (None, "pages"):
+            bench_pages(args.samples)
         if args.only in (None, "webhook"):
             bench_webhook(url, args.webhooks, args.concurrency)
     finally:

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-PARTNER_RE = re.compile(r"ptn_[a-z0-9_]{1,40}")
-POOL_RE = re.compile(r"[A-Z0-9]{2,10}-[A-Z0-9]{2,10}")
-QUOTE_RE = re.compile(r"pq_(test|live)_[A-Za-z0-9]{4,40}")
-TRADE_RE = re.compile(r"pt_(test|live)_[A-Za-z0-9]{3,40}")
-REQUEST_RE = re.compile(r"req_[A-Za-z0-9]{4,40}")
-EVENT_RE = re.compile(r"evt_[A-Za-z0-9]{4,40}")
-LEDGER_RE = re.compile(r"ledger_[A-Za-z0-9_]{3,40}")
+from records import ids
+
+PARTNER_RE = ids.PATTERNS["partner"]
+POOL_RE = ids.PATTERNS["pool"]
+QUOTE_RE = ids.PATTERNS["quote"]
+TRADE_RE = ids.PATTERNS["trade"]
+REQUEST_RE = ids.PATTERNS["request"]
+EVENT_RE = ids.PATTERNS["event"]
+LEDGER_RE = ids.PATTERNS["ledger"]
 # Partner-chosen ids: printable, no surrounding whitespace.
 PRINTABLE_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 # numeric(38, 18) in the database: 20 digits before the point, 18 after.
@@ -29,19 +31,7 @@ NETWORK_RE = re.compile(r"[a-z0-9_-]{2,40}")
 FAILURE_CODE_RE = re.compile(r"[a-z0-9_]{1,64}")
 
 TRADE_STATUSES = ("reserved", "settled", "failed", "released", "returned")
-EVENT_OBJECTS = {
-    "quote.created": "quote",
-    "quote.unavailable": "quote",
-    "quote.expired": "quote",
-    "quote.accepted": "quote",
-    "trade.reserved": "trade",
-    "trade.settled": "trade",
-    "trade.failed": "trade",
-    "trade.released": "trade",
-    "trade.returned": "trade",
-    "ledger.posted": "ledger_entry",
-    "webhook.delivery_attempted": "delivery_attempt",
-}
+EVENT_OBJECTS = ids.EVENT_OBJECTS
 
 
 class ContractError(ValueError):

@@ -547,11 +547,9 @@ def _apply_trades(trades, order_pk, pool_pk):
             if outcome == states.LATE:
                 note = f"{claimed} arrived after {row[1]}; kept {row[1]}"
             elif outcome == states.ILLEGAL:
-                note = f"{row[1]} -> {claimed} is not a legal move; kept {row[1]}"
+                note = f"{row[1]} → {claimed} is not a legal move; kept {row[1]}"
             elif outcome == states.OVERRIDE:
-                note = (
-                    f"{row[1]} -> {claimed} is not a legal move; the status read is authoritative"
-                )
+                note = f"{row[1]} → {claimed} is not a legal move; the status read is authoritative"
             changes.append(
                 (row[0], row[1] or "", claimed, at, now, source, event_pk, outcome, note)
             )

@@ -1,9 +1,15 @@
 from django.db.models import Count
+from django.http import HttpResponseRedirect
 from django.shortcuts import render
+from django.views.decorators.http import require_GET
 
 from records.models import Trade, WebhookEvent
 
+from . import search
+from .forms import SearchForm
 
+
+@require_GET
 def home(request):
     """The landing page: where the search box lives, and the status mix at a glance."""
     mix = dict(Trade.objects.values_list("status").annotate(n=Count("id")).order_by())
@@ -26,3 +32,40 @@ def home(request):
         "unprocessed": WebhookEvent.objects.exclude(state=WebhookEvent.State.PROCESSED).count(),
     }
     return render(request, "lookup/home.html", context)
+
+
+@require_GET
+def search_view(request):
+    """``GET /search?q=…``: one id (exact, then prefix) or a whole pasted ticket."""
+    form = SearchForm(request.GET)
+    if not form.is_valid():
+        return render(request, "lookup/results.html", {"form": form, "result": None}, status=400)
+    raw = form.cleaned_data["q"]
+    if search.looks_like_ticket(raw):
+        result = search.extract(raw)
+        return render(
+            request,
+            "lookup/results.html",
+            {"form": form, "result": result, "ticket": True, "search_query": ""},
+        )
+    return _answer(request, search.lookup(raw), form=form)
+
+
+@require_GET
+def id_view(request, value):
+    """``GET /id/<value>``: the link form for tickets and chat."""
+    return _answer(request, search.lookup(value), not_found_status=404)
+
+
+def _answer(request, result, form=None, not_found_status=200):
+    if result.redirect:
+        return HttpResponseRedirect(result.redirect)
+    if result.exact_single:
+        return HttpResponseRedirect(result.hits[0].order.get_absolute_url())
+    found = result.hits or result.waiting
+    return render(
+        request,
+        "lookup/results.html",
+        {"form": form, "result": result, "search_query": result.query},
+        status=200 if found else not_found_status,
+    )

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "accounts",
     "lookup",
     "timeline",
+    "browse",
     "sandbox",
 ]
 
@@ -94,7 +95,7 @@ TEMPLATES = [
 ]
 
 # Database: DATABASE_URL, or the embedded PostgreSQL that `make run` starts
-# (scripts/devdb.py exports DATABASE_URL before Django starts).
+# (scripts/dev.py exports DATABASE_URL before Django starts).
 DATABASE_URL = env("DATABASE_URL")
 if not DATABASE_URL:
     raise ImproperlyConfigured(
@@ -148,7 +149,11 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL") or "sqla+" + DATABASE_URL.replace(
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Redis redelivers an unacknowledged task after this long: longer than any task.
+# (Only for Redis: the SQLAlchemy transport hands these options to create_engine.)
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"visibility_timeout": 3600} if CELERY_BROKER_URL.startswith("redis") else {}
+)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A webhook must answer even when the broker is away (the sweep catches up):
 # give up publishing quickly instead of holding the request.

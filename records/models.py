@@ -12,6 +12,7 @@ Writes go through ``ingest.pipeline`` only.
 import pgtrigger
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 from . import states
 
@@ -65,6 +66,9 @@ class Order(models.Model):
 
     def __str__(self):
         return f"{self.partner.partner_id}/{self.partner_reference}"
+
+    def get_absolute_url(self):
+        return reverse("timeline:order", args=[self.partner.partner_id, self.partner_reference])
 
 
 class Quote(models.Model):
@@ -135,6 +139,9 @@ class Trade(models.Model):
                 condition=Q(status="reserved"),
                 name="trade_reserved_age_idx",
             ),
+            # The trades list (browse): ORDER BY created_at DESC, id DESC LIMIT n,
+            # keyset: WHERE created_at <= %s AND (created_at < %s OR id < %s).
+            models.Index(fields=["created_at", "id"], name="trade_created_idx"),
         ]
 
     def __str__(self):
@@ -200,6 +207,9 @@ class WebhookEvent(models.Model):
             models.Index(
                 fields=["link_key"], condition=Q(order__isnull=True), name="event_unlinked_idx"
             ),
+            # The events list (browse): ORDER BY created_at DESC, id DESC LIMIT n,
+            # keyset: WHERE created_at <= %s AND (created_at < %s OR id < %s).
+            models.Index(fields=["created_at", "id"], name="event_created_idx"),
         ]
 
     def __str__(self):
@@ -300,6 +310,11 @@ class LedgerEntry(models.Model):
     event_id = models.CharField(max_length=48, db_collation=ID_COLLATION)
 
     class Meta:
+        indexes = [
+            # The ledger list (browse): ORDER BY posted_at DESC, id DESC LIMIT n,
+            # keyset: WHERE posted_at <= %s AND (posted_at < %s OR id < %s).
+            models.Index(fields=["posted_at", "id"], name="ledger_posted_idx"),
+        ]
         triggers = [
             pgtrigger.Protect(
                 name="ledger_append_only", operation=pgtrigger.Update | pgtrigger.Delete

@@ -15,8 +15,10 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(autouse=True)
-def _webhook_secrets(settings):
+def _test_settings(settings):
     settings.OPOOLS_WEBHOOK_SECRETS = [SECRET]
+    # The real hasher costs ~0.4 s a user; tests need users, not slow hashes.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def sign(body, *, secret=SECRET, event_id=None, at=None):

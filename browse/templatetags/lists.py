@@ -1,0 +1,34 @@
+from datetime import UTC
+
+from django import template
+from django.contrib.humanize.templatetags.humanize import naturaltime
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from browse import formats
+
+register = template.Library()
+
+
+@register.filter
+def utc(moment):
+    """A UTC time to the second, with "3 minutes ago" on hover."""
+    if moment is None:
+        return mark_safe('<span class="muted">—</span>')  # noqa: S308 - a constant
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        formats.rfc3339(moment),
+        naturaltime(moment),
+        f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+    )
+
+
+@register.filter
+def amount(value):
+    return formats.amount(value)
+
+
+@register.filter
+def mode(livemode):
+    word = "live" if livemode else "test"
+    return format_html('<span class="mode {}">{}</span>', word, word)

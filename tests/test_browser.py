@@ -1,0 +1,121 @@
+"""A support agent in a real browser: Playwright driving Debian's Chromium.
+
+Screenshots land in test-artifacts/ (kept by CI as artefacts).
+"""
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+from tests.conftest import PASSWORD
+
+CHROMIUM = "/usr/bin/chromium"
+
+# Playwright's sync API keeps an event loop running in the test thread from
+# its first use on (database set-up included); the ORM calls made here are
+# still plain synchronous ones, so Django's guard against async misuse is
+# lifted for this process. (Collected with the suite, it changes nothing for
+# tests without a running loop.)
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason="Debian's chromium is not installed (apt-get install chromium)",
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args():
+    return {
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args():
+    return {"viewport": {"width": 1280, "height": 900}}
+
+
+@pytest.fixture
+def network(tmp_path):
+    path = tmp_path / "network.ndjson"
+    call_command("sandbox", "generate", "--orders", "30", "--seed", "5", "--out", str(path))
+    call_command("import_events", str(path), stdout=io.StringIO())
+
+
+def sign_in(page, live_server, user):
+    page.goto(f"{live_server.url}/")
+    assert "/accounts/login/" in page.url
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def test_agent_pastes_an_id_lands_on_the_timeline_sees_the_flag_and_copies_the_summary(
+    page, live_server, network, support_user
+):
+    from records.models import Trade
+
+    trade = Trade.objects.get(order__partner_reference="scn_partner_never_told")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    sign_in(page, live_server, support_user)
+
+    page.keyboard.press("/")
+    box = page.locator("#search-box")
+    assert box.evaluate("el => el === document.activeElement")
+    box.fill(f"  '{trade.transact_id}'  ")
+    box.press("Enter")
+
+    page.wait_for_url(f"{live_server.url}/orders/ptn_acme/scn_partner_never_told/")
+    flag = page.locator('[data-flag="partner_not_told"]')
+    assert flag.is_visible()
+    assert "Partner probably never told" in flag.inner_text()
+    assert page.locator("#current-status").inner_text() == "settled"
+
+    page.click('button[data-copy="#summary-text"]')
+    page.wait_for_function("() => document.querySelector('[data-copy]').textContent === 'Copied'")
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert copied == page.locator("#summary-text").inner_text().strip()
+    assert "scn_partner_never_told" in copied
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "timeline.png"), full_page=True)
+
+    page.go_back()
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def test_agent_browses_a_list_and_opens_a_timeline_from_it(
+    page, live_server, network, support_user
+):
+    sign_in(page, live_server, support_user)
+
+    page.click("text=Trades")
+    page.wait_for_url(f"{live_server.url}/trades/")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "trades-list.png"), full_page=True)
+
+    first = page.locator("table a[href^='/orders/']").first
+    href = first.get_attribute("href")
+    first.click()
+    page.wait_for_url(f"{live_server.url}{href}")
+    assert page.locator("#timeline-items").is_visible()

@@ -1,0 +1,235 @@
+"""The search box and /id/<value>: any id of the contract's table lands on its order."""
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from tests import envelopes
+from tests.helpers import import_events
+
+pytestmark = pytest.mark.django_db
+
+ORDER_URL = "/orders/ptn_acme/order_7841/"
+
+
+@pytest.fixture
+def agent(client, support_user):
+    client.force_login(support_user)
+    return client
+
+
+@pytest.fixture
+def order(tmp_path):
+    """One order carrying every kind of id, plus a second order elsewhere."""
+    quote = envelopes.quote("created", quote_id="pq_live_01J4")
+    reserved = envelopes.trade("reserved", transact_id="pt_live_9A2", event_id="evt_01J4Z9")
+    entry = envelopes.ledger("ledger_0pools_772", transact_id="pt_live_9A2")
+    other = envelopes.trade("reserved", transact_id="pt_live_9B7", reference="order_9999")
+    import_events(tmp_path, quote, reserved, entry, other)
+    return {"quote": quote, "reserved": reserved, "ledger": entry}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "order_7841",  # partner order id
+        "pq_live_01J4",  # quote
+        "pt_live_9A2",  # trade
+        "req_01HZY0P2",  # request (the trade's)
+        "req_01HZY0Q1",  # request (the quote's)
+        "order_7841:accept:1",  # idempotency key
+        "evt_01J4Z9",  # webhook event
+        "ledger_0pools_772",  # ledger entry
+    ],
+)
+def test_each_id_kind_goes_straight_to_the_timeline(agent, order, value):
+    response = agent.get("/search", {"q": value})
+
+    assert response.status_code == 302
+    assert response["Location"] == ORDER_URL
+
+
+def test_id_links_from_tickets_redirect_the_same_way(agent, order):
+    response = agent.get("/id/pt_live_9A2")
+
+    assert response.status_code == 302
+    assert response["Location"] == ORDER_URL
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "  pt_live_9A2\n",
+        '"pt_live_9A2"',
+        "'pt_live_9A2'",
+        "<pt_live_9A2>",
+        "`pt_live_9A2`",
+        "https://dashboard.example.com/trades/pt_live_9A2",
+        "<https://dashboard.example.com/trades/pt_live_9A2>",
+    ],
+)
+def test_whitespace_quotes_brackets_and_urls_around_an_id_are_stripped(agent, order, pasted):
+    response = agent.get("/search", {"q": pasted})
+
+    assert response.status_code == 302
+    assert response["Location"] == ORDER_URL
+
+
+def test_a_prefix_of_six_or_more_lists_the_matches_and_says_why(agent, order):
+    response = agent.get("/search", {"q": "pt_live_9"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "prefix trade <code>pt_live_9A2</code>" in page
+    assert "prefix trade <code>pt_live_9B7</code>" in page
+    assert 'href="/orders/ptn_acme/order_7841/"' in page
+    assert 'href="/orders/ptn_acme/order_9999/"' in page
+
+
+def test_a_prefix_shorter_than_six_finds_nothing(agent, order):
+    response = agent.get("/search", {"q": "pt_li"})
+
+    assert b"Nothing found" in response.content
+
+
+def test_ids_are_case_sensitive(agent, order):
+    response = agent.get("/search", {"q": "PT_LIVE_9A2"})
+
+    assert b"Nothing found" in response.content
+
+
+def test_underscore_in_a_prefix_is_not_a_wildcard(agent, order, tmp_path):
+    import_events(
+        tmp_path, envelopes.trade("reserved", transact_id="pt_live_9C1", reference="orderX7841")
+    )
+
+    response = agent.get("/search", {"q": "order_78"})
+
+    assert b"order_7841" in response.content
+    assert b"orderX7841" not in response.content
+
+
+def test_one_partner_order_id_at_two_partners_lists_both(agent, tmp_path):
+    import_events(
+        tmp_path,
+        envelopes.trade("settled", transact_id="pt_live_AAA", partner="ptn_acme"),
+        envelopes.trade("reserved", transact_id="pt_live_BBB", partner="ptn_globex"),
+    )
+
+    response = agent.get("/search", {"q": "order_7841"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'href="/orders/ptn_acme/order_7841/"' in page
+    assert 'href="/orders/ptn_globex/order_7841/"' in page
+    assert "st-settled" in page and "st-reserved" in page
+    assert "exact partner order id <code>order_7841</code>" in page
+
+
+def test_nothing_found_says_what_the_input_looks_like(agent, order):
+    response = agent.get("/search", {"q": "evt_doesnotexist"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Nothing found for <code>evt_doesnotexist</code>" in page
+    assert "looks like a <strong>event</strong> id" in page
+
+
+def test_a_test_id_for_a_live_record_is_pointed_out(agent, order):
+    response = agent.get("/search", {"q": "pt_test_9A2"})
+
+    page = response.content.decode()
+    assert "pt_live_9A2 exists" in page
+    assert 'href="/id/pt_live_9A2"' in page
+
+
+def test_a_typo_near_an_existing_id_is_suggested(agent, order):
+    response = agent.get("/search", {"q": "pq_live_01J5"})
+
+    assert "Did you mean pq_live_01J4?" in response.content.decode()
+
+
+def test_a_pasted_secret_is_not_searched_and_the_agent_is_warned(agent, order):
+    response = agent.get("/search", {"q": "sk_live_" + "a" * 40})
+
+    assert "Secrets are never stored" in response.content.decode()
+
+
+def test_id_not_found_is_a_404_page(agent, order):
+    response = agent.get("/id/pt_live_nope")
+
+    assert response.status_code == 404
+    assert b"Nothing found" in response.content
+
+
+def test_a_partner_id_filters_the_orders_list(agent, order):
+    response = agent.get("/search", {"q": "ptn_acme"})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/orders/?partner=ptn_acme"
+
+
+def test_a_pool_filters_the_trades_list(agent, order):
+    response = agent.get("/search", {"q": "EUR-USDT"})
+
+    assert response.status_code == 302
+    assert response["Location"] == "/trades/?pool=EUR-USDT"
+
+
+def test_pasting_a_whole_ticket_extracts_and_groups_every_id(agent, order):
+    ticket = (
+        "Hi team, order_7841 was charged but the user has nothing!\n"
+        "Our logs: [2026-06-28 20:15:03] POST /transact -> pt_live_9A2 (request req_01HZY0P2)\n"
+        "webhook evt_01J4Z9 received. Also pt_live_9B7 looks stuck, and evt_NOTREAL1 never came."
+    )
+
+    response = agent.get("/search", {"q": ticket})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Ids found in the pasted text" in page
+    assert "2 orders" in page
+    for found in ("order_7841", "pt_live_9A2", "req_01HZY0P2", "evt_01J4Z9", "pt_live_9B7"):
+        assert f"<code>{found}</code>" in page
+    assert "evt_NOTREAL1 (event) was not found" in page
+
+
+def test_a_ledger_entry_whose_trade_has_not_arrived_is_shown_waiting(agent, tmp_path):
+    import_events(tmp_path, envelopes.ledger("ledger_early_1", transact_id="pt_live_LATER"))
+
+    response = agent.get("/search", {"q": "ledger_early_1"})
+
+    assert response.status_code == 200
+    assert b"waiting for pt_live_LATER to arrive" in response.content
+
+
+def test_search_needs_sign_in(client, order):
+    response = client.get("/search", {"q": "pt_live_9A2"})
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_an_empty_query_is_a_clear_400(agent):
+    response = agent.get("/search", {"q": "   "})
+
+    assert response.status_code == 400
+    assert b"Paste an id" in response.content
+
+
+def test_a_lookup_is_a_handful_of_queries(agent, order, django_assert_max_num_queries):
+    # session, user, session save (savepoint, update, release), the
+    # identifier range scan, the latest trade of each order found
+    with django_assert_max_num_queries(7):
+        agent.get("/search", {"q": "pt_live_9"})
+
+
+@hsettings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(max_size=200))
+def test_no_input_makes_the_search_box_fail(agent, q):
+    response = agent.get("/search", {"q": q})
+
+    assert response.status_code in (200, 302, 400)

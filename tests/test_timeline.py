@@ -1,0 +1,219 @@
+"""The one order timeline: state, clocks, merged history, flags, summary, JSON, live refresh."""
+
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+
+from opspanel.celery import app
+from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
+from tests import envelopes
+from tests.conftest import post_event
+from tests.helpers import import_events
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def agent(client, support_user):
+    client.force_login(support_user)
+    return client
+
+
+@pytest.fixture
+def scenarios(tmp_path):
+    """The sandbox's named scenario orders (and 20 random ones), imported."""
+    path = tmp_path / "scenarios.ndjson"
+    call_command("sandbox", "generate", "--orders", "20", "--seed", "5", "--out", str(path))
+    call_command("import_events", str(path), stdout=io.StringIO())
+    return path
+
+
+def timeline(agent, reference, partner="ptn_acme"):
+    response = agent.get(f"/orders/{partner}/{reference}/", {"format": "json"})
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "flag"),
+    [
+        ("scn_settled_no_ledger", "settled_without_ledger"),
+        ("scn_ledger_without_settle", "ledger_without_settled"),
+        ("scn_amount_mismatch", "amount_mismatch"),
+        ("scn_returned_no_reversal", "returned_without_reversal"),
+        ("scn_stuck_reserved", "reserved_past_sla"),
+        ("scn_illegal_move", "illegal_move"),
+        ("scn_late_reserved", "late_move"),
+        ("scn_partner_never_told", "partner_not_told"),
+    ],
+)
+def test_each_consistency_flag_shows_on_the_order_built_to_show_it(
+    agent, scenarios, scenario, flag
+):
+    page = agent.get(f"/orders/ptn_acme/{scenario}/")
+
+    data = timeline(agent, scenario)
+    codes = [f["code"] for f in data["flags"]]
+    assert flag in codes
+    explanation = next(f for f in data["flags"] if f["code"] == flag)["explanation"]
+    assert data["order"]["trade"]["transactId"] in explanation
+    assert f'data-flag="{flag}"'.encode() in page.content
+
+
+@pytest.mark.parametrize(
+    "scenario", ["scn_settled_ok", "scn_returned_with_reversal", "scn_expired_reask"]
+)
+def test_a_clean_order_raises_no_flag(agent, scenarios, scenario):
+    assert timeline(agent, scenario)["flags"] == []
+
+
+def test_the_json_timeline_has_order_items_and_flags(agent, scenarios):
+    data = timeline(agent, "scn_settled_ok")
+
+    assert {"order", "items", "flags", "clocks", "summary"} <= data.keys()
+    assert data["order"]["partnerId"] == "ptn_acme"
+    assert data["order"]["partnerReference"] == "scn_settled_ok"
+    assert data["order"]["trade"]["status"] == "settled"
+    kinds = {item["kind"] for item in data["items"]}
+    assert {"quote", "status", "ledger", "delivery"} <= kinds
+    for item in data["items"]:
+        assert {"at", "kind", "ids", "summary"} <= item.keys()
+        assert item["ids"]
+    times = [item["at"] for item in data["items"]]
+    assert times == sorted(times)
+
+
+def test_json_is_also_served_for_an_accept_header(agent, scenarios):
+    response = agent.get("/orders/ptn_acme/scn_settled_ok/", headers={"Accept": "application/json"})
+
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["order"]["partnerReference"] == "scn_settled_ok"
+
+
+def test_three_clocks_are_drawn_separately_with_expired_quotes_visible(agent, scenarios):
+    data = timeline(agent, "scn_expired_reask")
+
+    clocks = [(c["name"], c["state"]) for c in data["clocks"]]
+    assert clocks == [
+        ("quote", "expired"),
+        ("quote", "accepted"),
+        ("execution", "trade id returned"),
+        ("settlement", "settled"),
+    ]
+    assert all(c["seconds"] is not None and c["seconds"] >= 0 for c in data["clocks"])
+    page = agent.get("/orders/ptn_acme/scn_expired_reask/").content.decode()
+    assert page.count('class="clock clock-quote') == 2
+    assert "clock-execution" in page and "clock-settlement" in page
+
+
+def test_a_pending_trade_has_a_running_settlement_clock(agent, scenarios):
+    data = timeline(agent, "scn_stuck_reserved")
+
+    settlement = next(c for c in data["clocks"] if c["name"] == "settlement")
+    assert settlement["state"] == "running"
+    assert settlement["end"] is None
+
+
+def test_the_illegal_and_late_moves_are_on_the_history_not_applied(agent, scenarios):
+    items = timeline(agent, "scn_illegal_move")["items"]
+
+    flagged = [i for i in items if i["flag"] == "illegal"]
+    assert len(flagged) == 1
+    assert "settled (illegal, not applied)" in flagged[0]["summary"]
+
+    late = [i for i in timeline(agent, "scn_late_reserved")["items"] if i["flag"] == "late"]
+    assert "reserved (late, not applied)" in late[0]["summary"]
+
+
+def test_the_summary_speaks_partner_terms(agent, scenarios):
+    # (after "Order <partner order id>:", which here names the scenario)
+    pending = timeline(agent, "scn_stuck_reserved")["summary"].split(":", 1)[1]
+    settled = timeline(agent, "scn_settled_ok")["summary"].split(":", 1)[1]
+
+    assert "pending" in pending and "reserved" not in pending
+    assert "settled" in settled and "delivered" in settled
+    page = agent.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
+    assert 'data-copy="#summary-text"' in page
+    assert 'id="summary-text"' in page
+
+
+def test_a_pending_order_refreshes_its_timeline_part_with_htmx(agent, scenarios):
+    page = agent.get("/orders/ptn_acme/scn_stuck_reserved/").content.decode()
+    assert 'hx-trigger="every 5s"' in page
+
+    partial = agent.get("/orders/ptn_acme/scn_stuck_reserved/", headers={"HX-Request": "true"})
+    body = partial.content.decode()
+    assert body.lstrip().startswith('<div id="timeline-live"')
+    assert "<html" not in body
+
+    settled = agent.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
+    assert "hx-trigger" not in settled
+
+
+def test_a_late_webhook_shows_when_it_happened_and_when_we_learned_of_it(
+    agent, client, django_capture_on_commit_callbacks
+):
+    happened = datetime.now(UTC) - timedelta(hours=3)
+    stamp = happened.strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = envelopes.trade("reserved", at=stamp)
+    event["createdAt"] = stamp
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert post_event(client, event).status_code == 202
+    finally:
+        app.conf.task_always_eager = False
+
+    page = agent.get("/orders/ptn_acme/order_7841/").content.decode()
+    assert "learned " in page
+    assert "after it happened" in page
+
+
+def test_the_timeline_makes_a_fixed_number_of_queries(
+    agent, scenarios, django_assert_max_num_queries
+):
+    # session (1) + user (1) + session save (3) + order (1) + trades, quotes,
+    # events, status changes, ledger, deliveries (6)
+    with django_assert_max_num_queries(12):
+        agent.get("/orders/ptn_acme/scn_partner_never_told/")
+
+
+def test_unknown_order_is_404(agent, scenarios):
+    assert agent.get("/orders/ptn_acme/no_such_order/").status_code == 404
+
+
+def test_a_partner_order_id_with_a_slash_has_a_timeline(agent, tmp_path):
+    import_events(tmp_path, envelopes.trade("reserved", reference="shop/2026/42?x=1"))
+
+    response = agent.get("/search", {"q": "shop/2026/42?x=1"})
+
+    assert response.status_code == 302
+    assert agent.get(response["Location"]).status_code == 200
+
+
+def test_the_timeline_needs_sign_in(client, scenarios):
+    response = client.get("/orders/ptn_acme/scn_settled_ok/")
+
+    assert response.status_code == 302
+
+
+def test_no_forbidden_field_appears_in_any_page_or_export(agent, scenarios):
+    from records.models import Order
+
+    bodies = []
+    for order in Order.objects.select_related("partner"):
+        url = order.get_absolute_url()
+        bodies.append(agent.get(url).content)
+        bodies.append(agent.get(url, {"format": "json"}).content)
+    for path in ("/", "/orders/", "/trades/", "/events/", "/ledger/"):
+        bodies.append(agent.get(path).content)
+        export = agent.get(path, {"format": "csv"})
+        bodies.append(b"".join(export.streaming_content) if export.streaming else export.content)
+    bodies.append(agent.get("/search", {"q": "pt_live_"}).content)
+
+    text = b"\n".join(bodies).decode()
+    assert "scn_settled_ok" in text  # the pages hold the data
+    assert [m for m in FORBIDDEN_MARKERS if m in text] == []
+    assert [k for k in FORBIDDEN_KEYS if f'"{k}"' in text] == []
