@@ -1,0 +1,45 @@
+"""Start-up guards: what the panel refuses to start with."""
+
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.checks import run_checks
+
+from tests.conftest import SECRET
+
+
+def _manage_check(env):
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", **env},
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    result = _manage_check({})
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_production_starts_with_a_secret_key():
+    result = _manage_check({"SECRET_KEY": "x" * 50, "OPOOLS_WEBHOOK_SECRETS": SECRET})
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_malformed_webhook_secret_is_caught_at_start_up(settings):
+    settings.OPOOLS_WEBHOOK_SECRETS = [SECRET, "whsec_not base64!", "sk_live_wrongkind"]
+
+    errors = [m for m in run_checks() if m.id == "ingest.E001"]
+
+    assert [e.msg for e in errors] == [
+        "OPOOLS_WEBHOOK_SECRETS entry #2 is not valid base64 after whsec_.",
+        "OPOOLS_WEBHOOK_SECRETS entry #3 does not start with whsec_.",
+    ]
