@@ -36,14 +36,14 @@ class _Echo:
 
 
 def csv_response(listing, queryset):
-    """Every row of ``queryset`` (already filtered) newest first, as a download."""
+    """Every row of ``queryset`` (already filtered) in the list's order, as a download."""
     headers = [header for header, _ in listing.csv_columns]
     lookups = [lookup for _, lookup in listing.csv_columns]
-    rows = (
-        queryset.order_by(f"-{listing.time_field}", "-id")
-        .values_list(*lookups)
-        .iterator(chunk_size=2000)
-    )
+    if listing.oldest_first:
+        ordering = (listing.time_field, "id")
+    else:
+        ordering = (f"-{listing.time_field}", "-id")
+    rows = queryset.order_by(*ordering).values_list(*lookups).iterator(chunk_size=2000)
     writer = csv.writer(_Echo())
 
     def lines():

@@ -1,6 +1,7 @@
 """The four lists, each described once: what it shows, how it sorts, what it exports.
 
-``views.show_list`` does the rest the same way for all of them.
+``views.show_list`` does the rest the same way for all of them, and for the
+lists other apps describe the same way (the stuck queue, the audit log).
 """
 
 from collections.abc import Callable
@@ -28,6 +29,13 @@ class Listing:
     # Sets ``row.timeline`` (a URL, or None) on every row of one page,
     # with no query per row.
     link: Callable[[list], None]
+    # The lists read newest first; a work queue (actions.queue) oldest first.
+    oldest_first: bool = False
+    # A template drawn above the table, inside the results htmx swaps.
+    summary: str = ""
+    # More for the page: ``context(request, filterset)`` -> dict, called
+    # only while the filters are valid.
+    context: Callable | None = None
 
 
 def timeline_url(partner_id, reference):

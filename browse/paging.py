@@ -1,4 +1,4 @@
-"""Keyset pagination: newest first on ``(time, id)``, never a COUNT(*).
+"""Keyset pagination on ``(time, id)``, newest first (or oldest first), never a COUNT(*).
 
 A page link carries an opaque ``after`` cursor: the ``(time, id)`` of the
 last row shown, signed with the list's name so a hand-edited or foreign
@@ -59,19 +59,23 @@ class PageForm(forms.Form):
         return min(self.cleaned_data["per_page"] or PER_PAGE, MAX_PER_PAGE)
 
 
-def keyset_page(queryset, time_field, after, size):
-    """One page newest first, and whether an older page follows.
+def keyset_page(queryset, time_field, after, size, *, oldest_first=False):
+    """One page newest first (or oldest first), and whether another page follows.
 
     Fetches ``size + 1`` rows: the extra one only says there is a next page.
-    The leading ``time <= t`` lets the ``(time, id)`` index start its scan
-    at the cursor; the OR picks up rows sharing that exact time.
+    The leading ``time <= t`` (``>=`` oldest first) lets the ``(time, id)``
+    index start its scan at the cursor; the OR picks up rows sharing that
+    exact time.
     """
-    ordered = queryset.order_by(f"-{time_field}", "-id")
+    if oldest_first:
+        ordered, past, upto = queryset.order_by(time_field, "id"), "gt", "gte"
+    else:
+        ordered, past, upto = queryset.order_by(f"-{time_field}", "-id"), "lt", "lte"
     if after is not None:
         moment, pk = after
         ordered = ordered.filter(
-            Q(**{f"{time_field}__lt": moment}) | Q(**{time_field: moment, "id__lt": pk}),
-            **{f"{time_field}__lte": moment},
+            Q(**{f"{time_field}__{past}": moment}) | Q(**{time_field: moment, f"id__{past}": pk}),
+            **{f"{time_field}__{upto}": moment},
         )
     rows = list(ordered[: size + 1])
     return rows[:size], len(rows) > size

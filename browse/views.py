@@ -57,7 +57,9 @@ def show_list(request, listing):
     if valid:
         # An invalid filter shows its error and no rows: the unfiltered list
         # under a filter form would pass for the answer to the question.
-        rows, has_next = keyset_page(filterset.qs, listing.time_field, after, per_page)
+        rows, has_next = keyset_page(
+            filterset.qs, listing.time_field, after, per_page, oldest_first=listing.oldest_first
+        )
         listing.link(rows)
 
     # Links keep the filters as asked (and a chosen page size), minus empty
@@ -80,6 +82,8 @@ def show_list(request, listing):
         "next_query": has_next and _query(kept, after=make_cursor(listing, rows[-1])),
         "csv_query": valid and _query(kept, format="csv"),
     }
+    if listing.context and valid:
+        context |= listing.context(request, filterset)
     template = "browse/list.html"
     if request.htmx and not request.htmx.history_restore_request:
         template += "#results"

@@ -5,6 +5,7 @@ deployments and scripts use (see README "Configuration").
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -54,12 +55,16 @@ INSTALLED_APPS = [
     "django_filters",
     "template_partials",
     "pgtrigger",
+    "axes",
     "records",
     "ingest",
     "accounts",
     "lookup",
     "timeline",
     "browse",
+    "audit",
+    "partners",
+    "actions",
     "sandbox",
 ]
 
@@ -74,6 +79,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it answers a locked-out sign-in with 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "opspanel.urls"
@@ -118,6 +125,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username+address before a password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Sign-in throttling: 5 failures for one username from one address lock that
+# pair out for 15 minutes. Off in tests except the test that shows it.
+AXES_ENABLED = not TESTING
+AXES_FAILURE_LIMIT = int(env("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -171,14 +191,29 @@ CELERY_BEAT_SCHEDULE = {
         "task": "ingest.tasks.sweep_pending_events",
         "schedule": float(env("OPOOLS_SWEEP_SECONDS", "30")),
     },
+    "repoll-stuck-trades": {
+        "task": "actions.tasks.repoll_stuck_trades",
+        "schedule": float(env("OPOOLS_STUCK_REPOLL_SECONDS", "300")),
+    },
+    "resume-stalled-runs": {
+        "task": "actions.tasks.resume_stalled_runs",
+        "schedule": 300.0,
+    },
 }
 
 # 0Pools
 OPOOLS_WEBHOOK_SECRETS = env_list("OPOOLS_WEBHOOK_SECRETS")
 OPOOLS_API_URL = env("OPOOLS_API_URL", "")
 OPOOLS_API_KEY = env("OPOOLS_API_KEY", "")
+# Seconds to wait for one answer of the status API (each try).
+OPOOLS_API_TIMEOUT = float(env("OPOOLS_API_TIMEOUT", "5"))
 # Largest webhook body accepted; larger is a 413 before anything is parsed.
 OPOOLS_WEBHOOK_MAX_BYTES = 256 * 1024
+# Replays may go to private and loopback addresses only when this is on
+# (tests and the sandbox); production partner endpoints are public.
+OPOOLS_OUTBOUND_ALLOW_PRIVATE = env_bool("OPOOLS_OUTBOUND_ALLOW_PRIVATE", DEBUG)
+# Guarded actions a user may start per minute.
+OPSPANEL_ACTIONS_PER_MINUTE = int(env("OPSPANEL_ACTIONS_PER_MINUTE", "20"))
 # A pending event younger than this is left to its own task by the sweep.
 OPOOLS_SWEEP_GRACE_SECONDS = int(env("OPOOLS_SWEEP_GRACE_SECONDS", "20"))
 

@@ -9,4 +9,7 @@ urlpatterns = [
     path("", include("lookup.urls")),
     path("", include("timeline.urls")),
     path("", include("browse.urls")),
+    path("", include("actions.urls")),
+    path("", include("actions.queue_urls")),
+    path("", include("audit.urls")),
 ]

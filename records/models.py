@@ -203,6 +203,9 @@ class WebhookEvent(models.Model):
             ),
             # Timeline: WHERE order_id = %s ORDER BY created_at.
             models.Index(fields=["order", "created_at"], name="event_order_time_idx"),
+            # A trade's events (replay latest state, last poll):
+            # WHERE subject_id = %s [AND type = %s] ORDER BY created_at DESC.
+            models.Index(fields=["subject_id", "created_at"], name="event_subject_time_idx"),
             # Linking late joins: WHERE order_id IS NULL AND link_key = ANY(%s).
             models.Index(
                 fields=["link_key"], condition=Q(order__isnull=True), name="event_unlinked_idx"

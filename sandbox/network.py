@@ -212,6 +212,11 @@ def _add_internal(rng, target, count):
         target[key] = _INTERNAL_FIELDS[key](rng)
 
 
+def add_internal_detail(rng, target, count=1):
+    """Put ``count`` internal fields into the dict ``target`` (for the sandbox server)."""
+    _add_internal(rng, target, count)
+
+
 def _contaminate(rng, envelope):
     """Hide internal detail at varied depths, as upstream payloads do."""
     data = envelope["data"]

@@ -178,10 +178,22 @@ def run():
         step("import_events", DEMO_FILE)
     step("demo_users")
 
+    # The simulated 0Pools upstream and partner receiver, over the same
+    # network as the demo data, so re-poll and replay work end to end.
+    sandbox_port = env.get("SANDBOX_PORT", "8001")
+    sandbox = [*manage, "sandbox", "serve", "--port", sandbox_port]
+    sandbox += ["--orders", "2000", "--seed", "7", "--wire-partners"]
+    env.setdefault("OPOOLS_API_URL", f"http://127.0.0.1:{sandbox_port}")
+    env.setdefault("OPOOLS_API_KEY", "sk_test_local_demo_operations_key_000000000")
+
     celery = [sys.executable, "-m", "celery", "-A", "opspanel"]
-    log(f"starting web on http://127.0.0.1:{port}/ , Celery worker and beat; Ctrl-C stops all")
+    log(
+        f"starting web on http://127.0.0.1:{port}/ , Celery worker and beat, and the "
+        f"0Pools sandbox on :{sandbox_port}; Ctrl-C stops all"
+    )
     return supervise(
         {
+            "sandbox": sandbox,
             "web": [*manage, "runserver", f"127.0.0.1:{port}"],
             "worker": [*celery, "worker", "-l", "info", "--concurrency", "2"],
             "beat": [*celery, "beat", "-l", "info", "-s", str(DATA / "celerybeat-schedule")],

@@ -74,3 +74,20 @@ def _flush_with_ledger(flush):
 
 
 TransactionTestCase._fixture_teardown = _flush_with_ledger(TransactionTestCase._fixture_teardown)
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker):
+    """A real Celery worker, in a thread, on the configured broker (Redis in CI).
+
+    Tests using it commit (``transactional_db``) so the worker sees their rows.
+    """
+    from celery.contrib.testing.worker import start_worker
+
+    from opspanel.celery import app
+
+    with (
+        django_db_blocker.unblock(),
+        start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w,
+    ):
+        yield w

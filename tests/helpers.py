@@ -1,5 +1,6 @@
 import io
 import os
+import time
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,3 +35,13 @@ def subprocess_database_url():
     """The test database as a URL, for subprocesses (socket hosts included)."""
     name = settings.DATABASES["default"]["NAME"]
     return urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()
+
+
+def wait_for(condition, timeout=20):
+    """Poll ``condition`` until true (a worker or server in another thread is at work)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False

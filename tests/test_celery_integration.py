@@ -6,25 +6,18 @@ thread of this process against the same test database, so these tests
 commit (transactional_db).
 """
 
-import time
 from contextlib import contextmanager
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 
 from ingest import tasks
 from opspanel.celery import app
 from records.models import Trade, WebhookEvent
 from tests import envelopes
 from tests.conftest import post_event
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def worker():
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
-        yield w
 
 
 @contextmanager
@@ -40,15 +33,6 @@ def broker_unreachable():
         app.conf.broker_url, app.conf.broker_write_url = saved
         app._pool = None
         app.amqp._producer_pool = None
-
-
-def wait_for(condition, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_webhook_event_is_applied_by_the_worker(client, worker):

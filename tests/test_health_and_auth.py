@@ -69,3 +69,17 @@ def test_createuser_command_reads_the_password_from_the_environment(monkeypatch)
     user = authenticate(username="nina", password=PASSWORD)
     assert user is not None
     assert list(user.groups.values_list("name", flat=True)) == ["operations"]
+
+
+def test_repeated_wrong_passwords_lock_the_sign_in_out_with_429(client, support_user, settings):
+    settings.AXES_ENABLED = True
+    wrong = {"username": support_user.username, "password": "not it"}
+
+    codes = [client.post("/accounts/login/", wrong).status_code for _ in range(5)]
+    locked = client.post(
+        "/accounts/login/", {"username": support_user.username, "password": PASSWORD}
+    )
+
+    assert codes[:4] == [200, 200, 200, 200]
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session

@@ -174,9 +174,10 @@ def test_a_late_webhook_shows_when_it_happened_and_when_we_learned_of_it(
 def test_the_timeline_makes_a_fixed_number_of_queries(
     agent, scenarios, django_assert_max_num_queries
 ):
-    # session (1) + user (1) + session save (3) + order (1) + trades, quotes,
-    # events, status changes, ledger, deliveries (6)
-    with django_assert_max_num_queries(12):
+    # session (1) + user (1) + session save (3) + the user's role (1) + order
+    # (1) + trades, quotes, events, status changes, ledger, deliveries,
+    # support actions (7)
+    with django_assert_max_num_queries(14):
         agent.get("/orders/ptn_acme/scn_partner_never_told/")
 
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 import orjson
 from django.utils import timezone
 
+from audit.models import Entry
 from records import states
 from records.models import DeliveryAttempt, LedgerEntry, Quote, StatusChange, Trade, WebhookEvent
 
@@ -202,8 +203,12 @@ def build(order, *, now=None):
         )
     )
 
+    # audit_order_idx (order_id, at)
+    actions = list(Entry.objects.filter(order=order).order_by("at", "id")[:MAX_EVENTS])
+
     trade = trades[-1] if trades else None
-    items = _items(events, changes, ledger, deliveries, quotes)
+    items = _items(events, changes, ledger, deliveries, quotes) + _action_items(actions)
+    items.sort(key=lambda i: (i.at, KIND_RANK[i.kind], i.tiebreak))
     flags = _flags(trades, changes, ledger, deliveries, events, now)
     return Timeline(
         order=order,
@@ -323,7 +328,38 @@ def _items(events, changes, ledger, deliveries, quotes):
                 tiebreak=attempt.pk,
             )
         )
-    items.sort(key=lambda i: (i.at, KIND_RANK[i.kind], i.tiebreak))
+    return items
+
+
+ACTION_TITLES = {
+    "trade.repoll": "Re-poll",
+    "event.replay": "Replay",
+    "queue.claim": "Claimed",
+    "queue.unclaim": "Unclaimed",
+}
+
+
+def _action_items(entries):
+    """Support actions taken on the order, from the audit log."""
+    items = []
+    for entry in entries:
+        title = f"{ACTION_TITLES.get(entry.action, entry.action)} of {entry.target}"
+        title += f" by {entry.actor_name}" + (f" ({entry.role})" if entry.role else "")
+        title += f": {entry.get_result_display()}"
+        if entry.before_status or entry.after_status:
+            title += f", {entry.before_status or '?'} → {entry.after_status or '?'}"
+        detail = entry.detail + (f". Reason: {entry.reason}" if entry.reason else "")
+        items.append(
+            Item(
+                at=entry.at,
+                kind="action",
+                title=title,
+                detail=detail,
+                ids={"audit": entry.pk, "target": entry.target},
+                flag="" if entry.result == Entry.Result.OK else entry.result,
+                tiebreak=entry.pk,
+            )
+        )
     return items
 
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager, nullcontext
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from ingest.contract import ContractError, parse_envelope
 from ingest.pipeline import ingest
@@ -57,6 +58,12 @@ class Command(BaseCommand):
                     batch = []
             self._flush(batch, counts)
             tick(number if raw is None else total)
+        if counts["imported"] >= ANALYZE_AFTER:
+            # Fresh statistics, or the planner keeps plans made for empty
+            # tables (and skips the indexes the pages rely on).
+            with connection.cursor() as cursor:
+                for table in ANALYZED_TABLES:
+                    cursor.execute(f"ANALYZE {table}")
         elapsed = time.perf_counter() - started
         total_seen = counts["imported"] + counts["duplicates"]
         self.stdout.write(
@@ -99,6 +106,17 @@ def _open(path):
 
 
 GZIP_MAGIC = b"\x1f\x8b"
+ANALYZE_AFTER = 10_000
+ANALYZED_TABLES = (
+    "records_webhookevent",
+    "records_trade",
+    "records_order",
+    "records_quote",
+    "records_identifier",
+    "records_ledgerentry",
+    "records_deliveryattempt",
+    "records_statuschange",
+)
 
 
 @contextmanager

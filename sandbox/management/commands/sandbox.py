@@ -4,10 +4,15 @@
 line, in delivery order: to stdout, or to ``--out FILE`` (gzipped when FILE
 ends in .gz). Same ``--orders``, ``--seed`` and ``--start`` give the same
 bytes. See ``sandbox.network`` for what the stream holds.
+
+``serve`` runs the simulated upstream on loopback until Ctrl-C: the status
+API, a control API for faults, and partner webhook endpoints. See
+``sandbox.server`` for the paths.
 """
 
 import gzip
 import itertools
+import os
 import sys
 from argparse import ArgumentTypeError
 from contextlib import contextmanager, nullcontext
@@ -19,14 +24,22 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from sandbox import server
 from sandbox.network import DEFAULT_START, generate
 
 CHUNK = 1000  # envelopes per write
+DEFAULT_PORT = 8001
 
 
 def _order_count(text):
     if not text.isdigit():
         raise ArgumentTypeError(f"expected a count of 0 or more, got {text!r}")
+    return int(text)
+
+
+def _port(text):
+    if not text.isdigit() or int(text) > 65535:
+        raise ArgumentTypeError(f"expected a port number (0 picks a free one), got {text!r}")
     return int(text)
 
 
@@ -72,6 +85,50 @@ class Command(BaseCommand):
             "--out", type=Path, help="write here instead of stdout; gzipped if it ends in .gz"
         )
 
+        serve_parser = actions.add_parser(
+            "serve",
+            help="run the simulated 0Pools upstream on loopback",
+            description=(
+                "Serve the status API (GET /v1/trades/{id}) with the truth of the stream "
+                "--orders/--seed/--start would generate, a control API for faults under "
+                "/_sandbox/, and partner webhook endpoints, until Ctrl-C."
+            ),
+        )
+        serve_parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+        serve_parser.add_argument(
+            "--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}"
+        )
+        serve_parser.add_argument(
+            "--allow-remote",
+            action="store_true",
+            help="allow a --host that is not loopback (the control API still answers "
+            "loopback clients only)",
+        )
+        serve_parser.add_argument(
+            "--orders", type=_order_count, default=100, help="random orders besides the scenarios"
+        )
+        serve_parser.add_argument("--seed", type=int, default=0)
+        serve_parser.add_argument(
+            "--wire-partners",
+            action="store_true",
+            help=(
+                "demo wiring: give every partner in the database an endpoint on this "
+                "server's receiver and a signing secret, and register the secrets here"
+            ),
+        )
+        serve_parser.add_argument(
+            "--start",
+            type=_utc_time,
+            default=DEFAULT_START,
+            help=f"the network's clock at the first order (default "
+            f"{DEFAULT_START:%Y-%m-%dT%H:%M:%SZ})",
+        )
+        serve_parser.add_argument(
+            "--api-key",
+            help="the status API's bearer key (default: $OPOOLS_API_KEY, else "
+            f"{server.DEFAULT_API_KEY})",
+        )
+
     def handle(self, *args, action, **options):
         getattr(self, f"handle_{action}")(**options)
 
@@ -88,6 +145,68 @@ class Command(BaseCommand):
                 written += count
                 advance(count)
         self.stdout.write(self.style.SUCCESS(f"Wrote {written:,} events to {out}"))
+
+    def handle_serve(
+        self, *, host, port, allow_remote, orders, seed, start, api_key, wire_partners, **options
+    ):
+        api_key = api_key or os.environ.get("OPOOLS_API_KEY") or server.DEFAULT_API_KEY
+        if not allow_remote and not server.is_loopback(host):
+            raise CommandError(f"{host!r} is not loopback; add --allow-remote if you mean it")
+        try:
+            sandbox = server.start(
+                host,
+                port,
+                orders=orders,
+                seed=seed,
+                start=start,
+                api_key=api_key,
+                allow_remote=allow_remote,
+            )
+        except OSError as error:
+            raise CommandError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+        if wire_partners:
+            wired = _wire_partners(sandbox)
+            self.stdout.write(
+                f"  partner receiver: {wired} partners wired to {sandbox.url}/partners/"
+            )
+        trades = sandbox.state.summary()
+        reserved = sum(trade["status"] == "reserved" for trade in trades)
+        key = "the default sandbox key" if api_key == server.DEFAULT_API_KEY else "your key"
+        self.stdout.write(
+            self.style.SUCCESS(f"0Pools sandbox on {sandbox.url}")
+            + f" ({len(trades)} trades, {reserved} still reserved; status API key: {key})\n"
+            f"  OPOOLS_API_URL={sandbox.url}\n"
+            f"  control API: {sandbox.url}/_sandbox/  (Ctrl-C stops it)"
+        )
+        try:
+            sandbox.wait()
+        except KeyboardInterrupt:
+            self.stdout.write("Stopping.")
+        finally:
+            sandbox.stop()
+
+
+def _wire_partners(sandbox):
+    """Point every partner at this receiver (where none is set) and share their secrets."""
+    from partners.models import Endpoint, SigningSecret
+    from partners.services import rotate_secret, set_endpoint
+    from records.models import Partner
+
+    partners = list(Partner.objects.all())
+    for partner in partners:
+        if not Endpoint.objects.filter(partner=partner).exists():
+            set_endpoint(
+                partner,
+                f"{sandbox.url}/partners/{partner.partner_id}/webhooks",
+                actor_name="sandbox",
+            )
+        if not SigningSecret.objects.active().filter(partner=partner).exists():
+            rotate_secret(partner, actor_name="sandbox")
+        secrets = list(
+            SigningSecret.objects.active().filter(partner=partner).values_list("secret", flat=True)
+        )
+        sandbox.state.add_partner(partner.partner_id, {"secrets": secrets, "respond": 200})
+    return len(partners)
 
 
 def _ndjson_chunks(envelopes):

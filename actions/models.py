@@ -1,0 +1,69 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from records.models import Order, Trade
+
+
+class Run(models.Model):
+    """One confirmed guarded action and its progress (one trade, one event, or a bulk set).
+
+    ``key`` comes from the confirm form: a double click, a retry or a
+    resubmitted page finds the run that key already made and starts nothing.
+    The audit log (``audit.Entry``) holds what was done; this row holds how
+    far it got, for the progress shown on the page.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    key = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(max_length=40)
+    target = models.CharField(max_length=255)
+    order = models.ForeignKey(Order, null=True, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField(blank=True)
+    # What a bulk run acts on: the trade ids fixed at confirmation.
+    params = models.JSONField(default=dict)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    total = models.PositiveIntegerField(default=1)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    summary = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [
+            # Per-user rate limit: WHERE user_id = %s AND created_at > %s.
+            models.Index(fields=["user", "created_at"], name="run_user_created_idx"),
+            # "Last scheduled re-poll": WHERE action = %s ORDER BY created_at DESC.
+            models.Index(fields=["action", "-created_at"], name="run_action_created_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.action} {self.target} ({self.state})"
+
+    @property
+    def finished(self):
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+    @property
+    def percent(self):
+        return int(100 * (self.done + self.failed) / self.total) if self.total else 100
+
+
+class Claim(models.Model):
+    """Who in operations is looking at a stuck trade."""
+
+    trade = models.OneToOneField(Trade, on_delete=models.CASCADE, related_name="claim")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    claimed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.trade} claimed by {self.user}"

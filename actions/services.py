@@ -1,0 +1,311 @@
+"""Guarded actions: asking for them, and carrying them out.
+
+``request_run`` is what a confirmed form calls, in the request: it checks
+the rate limit, the idempotency key and that the record has not changed
+since the page was drawn, then queues a ``Run`` whose task is sent on
+commit. ``carry_out`` is what the task calls: the network I/O happens
+outside any transaction, then the effect, its audit entry and the run's
+progress are written in one transaction per item.
+"""
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+import orjson
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from audit import log as audit
+from audit.models import Entry
+from ingest import pipeline
+from ingest.contract import ContractError, parse_envelope
+from ingest.tasks import send_on_commit
+from partners.models import SigningSecret
+from records.models import DeliveryAttempt, Partner, Trade, WebhookEvent
+
+from . import upstream
+from .models import Run
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """The action is not run; ``status`` is the HTTP answer, the message says why."""
+
+    def __init__(self, message, status=409):
+        super().__init__(message)
+        self.status = status
+
+
+# --- versions: what "the page was drawn from" means per record ----------------
+
+
+def trade_version(trade):
+    return f"{trade.status}@{trade.status_at.isoformat()}"
+
+
+def event_version(event):
+    last = DeliveryAttempt.objects.filter(event_id=event.event_id).aggregate(last=Max("id"))["last"]
+    return f"{event.pk}:{last or 0}"
+
+
+def new_key():
+    return secrets.token_urlsafe(24)
+
+
+# --- asking ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requested:
+    run: Run
+    repeated: bool  # the key had already made this run: nothing new started
+
+
+def request_run(
+    user, action, target, *, key, reason, drawn, current, order=None, params=None, total=1
+):
+    """Queue one confirmed action, or refuse it. See the module docstring."""
+    existing = Run.objects.filter(key=key).first()
+    if existing:
+        return Requested(_same_request(existing, user, action, target), repeated=True)
+    if drawn != current:
+        with transaction.atomic():
+            audit.record(
+                actor=user,
+                action=action,
+                target=target,
+                order=order,
+                reason=reason,
+                result=Entry.Result.REFUSED,
+                detail=f"stale page: drawn from {drawn}, now {current}",
+            )
+        raise Refused(
+            "This changed since the page was drawn; nothing was done. Look again and confirm anew."
+        )
+    since = timezone.now() - timedelta(minutes=1)
+    if (
+        Run.objects.filter(user=user, created_at__gte=since).count()
+        >= settings.OPSPANEL_ACTIONS_PER_MINUTE
+    ):
+        raise Refused(
+            f"Rate limit: at most {settings.OPSPANEL_ACTIONS_PER_MINUTE} actions a minute. "
+            "Nothing was done; try again in a minute.",
+            status=429,
+        )
+    try:
+        with transaction.atomic():
+            run = Run.objects.create(
+                key=key,
+                user=user,
+                action=action,
+                target=target,
+                order=order,
+                reason=reason,
+                params=params or {},
+                total=total,
+            )
+            from . import tasks  # the task module imports this one
+
+            send_on_commit(tasks.carry_out_run, run.pk)
+    except IntegrityError:  # the same key, submitted twice at once
+        existing = Run.objects.get(key=key)
+        return Requested(_same_request(existing, user, action, target), repeated=True)
+    return Requested(run, repeated=False)
+
+
+def _same_request(run, user, action, target):
+    if run.user_id != user.pk or run.action != action or run.target != target:
+        raise Refused("This form was already used for something else; reload the page.")
+    return run
+
+
+# --- carrying out ------------------------------------------------------------
+
+
+def carry_out(run):
+    """Do what ``run`` asks, item by item. Safe to call twice: see ``tasks``."""
+    if run.action in ("trade.repoll", "bulk.repoll"):
+        step = repoll
+    elif run.action in ("event.replay", "bulk.replay"):
+        step = replay_latest if run.action == "bulk.replay" else replay
+    else:
+        raise ValueError(f"unknown action {run.action}")
+    targets = run.params.get("targets") or [run.target]
+    for target in targets[run.done + run.failed :]:
+        try:
+            ok = step(target, run)
+        except Exception:
+            log.exception("%s of %s failed", run.action, target)
+            ok = False
+        Run.objects.filter(pk=run.pk).update(
+            done=F("done") + (1 if ok else 0), failed=F("failed") + (0 if ok else 1)
+        )
+        run.refresh_from_db(fields=["done", "failed"])
+    state = Run.State.DONE if run.failed < run.total else Run.State.FAILED
+    Run.objects.filter(pk=run.pk).update(state=state, finished_at=timezone.now())
+
+
+def _actor(run):
+    return {"actor": run.user, "actor_name": "schedule" if run.user is None else None}
+
+
+def repoll(transact_id, run):
+    """Ask 0Pools for the trade; its answer goes through the one pipeline (source poll)."""
+    trade = Trade.objects.select_related("order").filter(transact_id=transact_id).first()
+    before = trade.status if trade else ""
+    try:
+        answer = upstream.fetch_trade(transact_id)
+    except upstream.UpstreamNotConfigured as exc:
+        answer = upstream.Answer("unavailable", None, 0, str(exc))
+    result, detail, after = Entry.Result.FAILED, answer.detail, before
+    envelope = None
+    if answer.outcome == "found":
+        try:
+            envelope = _poll_envelope(transact_id, answer.trade)
+        except ContractError as exc:
+            detail = f"0Pools answered a trade that breaks the contract: {exc}"
+    elif answer.outcome == "not_found":
+        result, detail = Entry.Result.NOT_FOUND, "0Pools does not know this trade"
+    with transaction.atomic():
+        if envelope is not None:
+            pipeline.ingest([envelope], "poll")
+            trade = Trade.objects.select_related("order").get(transact_id=transact_id)
+            after = trade.status
+            result = Entry.Result.OK
+            detail = (
+                f"0Pools says {after}"
+                + (f" (was {before})" if before and before != after else "")
+                + f"; {answer.tries} tr{'y' if answer.tries == 1 else 'ies'}"
+            )
+        audit.record(
+            **_actor(run),
+            action="trade.repoll",
+            target=transact_id,
+            order=trade.order if trade else None,
+            reason=run.reason,
+            result=result,
+            detail=detail,
+            before_status=before,
+            after_status=after,
+            run_id=run.pk,
+        )
+    return result in (Entry.Result.OK, Entry.Result.NOT_FOUND)
+
+
+def _poll_envelope(transact_id, trade):
+    """A status read, as an event: the pipeline stores and applies it like any other."""
+    if not isinstance(trade, dict) or trade.get("transactId") != transact_id:
+        raise ContractError("data.transactId: is not the trade asked for")
+    status = trade.get("status")
+    raw = {
+        "id": "evt_poll" + secrets.token_hex(12),
+        "type": f"trade.{status}",
+        "createdAt": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "livemode": transact_id.startswith("pt_live_"),
+        "data": trade,
+    }
+    return parse_envelope(raw)
+
+
+def latest_state_event(trade):
+    """The stored event that tells a trade's current status: the one to replay.
+
+    An event 0Pools sent is preferred over a status read of ours: its id is
+    one the partner may already hold, so the partner can dedupe it.
+    """
+    candidates = list(
+        WebhookEvent.objects.filter(
+            subject_id=trade.transact_id, type=f"trade.{trade.status}"
+        ).order_by("-created_at", "-id")[:20]
+    )
+    sent = [e for e in candidates if e.source != WebhookEvent.Source.POLL]
+    return (sent or candidates or [None])[0]
+
+
+def replay_latest(transact_id, run):
+    trade = Trade.objects.filter(transact_id=transact_id).first()
+    event = latest_state_event(trade) if trade else None
+    if event is None:
+        with transaction.atomic():
+            audit.record(
+                **_actor(run),
+                action="event.replay",
+                target=transact_id,
+                order=trade.order if trade else None,
+                reason=run.reason,
+                result=Entry.Result.FAILED,
+                detail="no stored event tells this trade's current status",
+                run_id=run.pk,
+            )
+        return False
+    return replay(event.event_id, run)
+
+
+def replay(event_id, run):
+    """Re-deliver a stored event to its partner: same id, fresh timestamp, signed."""
+    from outbound.guard import guarded_client
+    from outbound.signing import deliver
+
+    event = WebhookEvent.objects.select_related("order").get(event_id=event_id)
+    partner = Partner.objects.select_related("endpoint").get(partner_id=event.partner_id)
+    endpoint = getattr(partner, "endpoint", None)
+    signing = [s.secret for s in SigningSecret.objects.active().filter(partner=partner)]
+    delivery = None
+    if endpoint is None:
+        detail = f"{partner.partner_id} has no webhook endpoint"
+    elif not signing:
+        detail = f"{partner.partner_id} has no signing secret"
+    else:
+        # Only the allowlisted envelope, as stored, ever leaves.
+        body = orjson.dumps(event.payload)
+        with guarded_client(allow_private=settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE) as client:
+            delivery = deliver(client, endpoint.url, event.event_id, body, signing)
+        detail = _delivery_text(delivery, endpoint.url)
+    with transaction.atomic():
+        if delivery is not None:
+            attempt = (
+                DeliveryAttempt.objects.filter(event_id=event.event_id).aggregate(n=Max("attempt"))[
+                    "n"
+                ]
+                or 0
+            ) + 1
+            DeliveryAttempt.objects.create(
+                event_id=event.event_id,
+                partner=partner,
+                attempt=attempt,
+                response_status=delivery.status_code,
+                duration_ms=delivery.duration_ms,
+                outcome=delivery.outcome,
+                attempted_at=timezone.now(),
+            )
+        audit.record(
+            **_actor(run),
+            action="event.replay",
+            target=event.event_id,
+            order=event.order,
+            reason=run.reason,
+            result=Entry.Result.OK
+            if delivery and delivery.outcome == "succeeded"
+            else Entry.Result.FAILED,
+            detail=detail,
+            run_id=run.pk,
+        )
+    return bool(delivery and delivery.outcome == "succeeded")
+
+
+def _delivery_text(delivery, url):
+    from partners.services import host_of
+
+    where = host_of(url)
+    if delivery.status_code is not None:
+        text = f"{where} answered {delivery.status_code} in {delivery.duration_ms} ms"
+    else:
+        text = f"no answer from {where}"
+    if delivery.error:
+        text += f" ({delivery.error})"
+    return text

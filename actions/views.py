@@ -1,0 +1,154 @@
+from django.contrib import messages
+from django.db.models import Max
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from partners.models import Endpoint, SigningSecret
+from partners.services import host_of
+from records.models import DeliveryAttempt, Trade, WebhookEvent
+
+from . import permissions, services
+from .forms import ConfirmForm
+from .models import Run
+
+
+def get_trade_for_user(user, transact_id):
+    """The one way a view reaches a trade from the URL (404 when unknown)."""
+    return get_object_or_404(
+        Trade.objects.select_related("order__partner", "pool"), transact_id=transact_id
+    )
+
+
+def get_event_for_user(user, event_id):
+    return get_object_or_404(
+        WebhookEvent.objects.select_related("order__partner"), event_id=event_id
+    )
+
+
+def get_run_for_user(user, pk):
+    return get_object_or_404(Run.objects.select_related("order__partner", "user"), pk=pk)
+
+
+def _confirm(request, *, action, target, order, drawn, current, what, template_context, form=None):
+    """GET draws the confirm step; POST queues the run or says why not."""
+    status = 200
+    if request.method == "POST":
+        form = ConfirmForm(request.POST)
+        if form.is_valid():
+            try:
+                asked = services.request_run(
+                    request.user,
+                    action,
+                    target,
+                    key=form.cleaned_data["key"],
+                    reason=form.cleaned_data["reason"],
+                    drawn=form.cleaned_data["drawn"],
+                    current=current,
+                    order=order,
+                )
+            except services.Refused as refused:
+                messages.error(request, str(refused))
+                status = refused.status
+            else:
+                if asked.repeated:
+                    messages.info(request, "Already submitted: this is the run that form started.")
+                return redirect("actions:run", pk=asked.run.pk)
+        else:
+            status = 400
+    else:
+        form = ConfirmForm(initial={"key": services.new_key(), "drawn": drawn})
+    context = {"form": form, "action": action, "target": target, "order": order, "what": what}
+    return render(request, "actions/confirm.html", context | template_context, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@permissions.require("trade.repoll")
+def repoll_trade(request, transact_id):
+    """``POST /trades/<transactId>/repoll``: ask 0Pools for the authoritative status."""
+    trade = get_trade_for_user(request.user, transact_id)
+    current = services.trade_version(trade)
+    drawn = request.POST.get("drawn", current)
+    from django.conf import settings
+
+    api_host = host_of(settings.OPOOLS_API_URL) or "(OPOOLS_API_URL is not set)"
+    what = [
+        f"Ask 0Pools ({api_host}) for the status of trade {trade.transact_id}.",
+        f"It is {trade.status} here now; the answer is authoritative and goes through the "
+        "same pipeline and state machine as webhooks (source: status read).",
+        "The poll, its result and any status it changes appear on the order's timeline.",
+    ]
+    return _confirm(
+        request,
+        action="trade.repoll",
+        target=trade.transact_id,
+        order=trade.order,
+        drawn=drawn,
+        current=current,
+        what=what,
+        template_context={"trade": trade},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@permissions.require("event.replay")
+def replay_event(request, event_id):
+    """``POST /events/<eventId>/replay``: re-deliver a stored event to its partner."""
+    event = get_event_for_user(request.user, event_id)
+    current = services.event_version(event)
+    drawn = request.POST.get("drawn", current)
+    endpoint = Endpoint.objects.filter(partner__partner_id=event.partner_id).first()
+    secrets = SigningSecret.objects.active().filter(partner__partner_id=event.partner_id).count()
+    previous = DeliveryAttempt.objects.filter(event_id=event.event_id).aggregate(n=Max("attempt"))[
+        "n"
+    ]
+    what = [
+        f"Re-deliver {event.type} {event.event_id} to {event.partner_id}"
+        + (f" at {host_of(endpoint.url)}." if endpoint else ", which has no webhook endpoint yet."),
+        "Same event id (the partner dedupes), a fresh timestamp, signed with "
+        f"{secrets} current signing secret{'s' if secrets != 1 else ''}.",
+        f"Previous delivery attempts: {previous or 'none recorded'}. This one is recorded too.",
+        "Only the allowlisted event body is sent.",
+    ]
+    problems = []
+    if endpoint is None:
+        problems.append(f"{event.partner_id} has no webhook endpoint: the replay will fail.")
+    if not secrets:
+        problems.append(f"{event.partner_id} has no signing secret: the replay will fail.")
+    return _confirm(
+        request,
+        action="event.replay",
+        target=event.event_id,
+        order=event.order,
+        drawn=drawn,
+        current=current,
+        what=what,
+        template_context={"event": event, "problems": problems},
+    )
+
+
+@require_GET
+@permissions.require("event.replay")
+def replay_latest_state(request, transact_id):
+    """From a timeline: the confirm step for the event that tells the current status."""
+    trade = get_trade_for_user(request.user, transact_id)
+    event = services.latest_state_event(trade)
+    if event is None:
+        messages.error(
+            request, f"No stored event tells that {trade.transact_id} is {trade.status}."
+        )
+        return redirect(trade.order.get_absolute_url())
+    return redirect(reverse("actions:replay", args=[event.event_id]))
+
+
+@require_GET
+def run_status(request, pk):
+    """A run's progress; the page polls its own partial until the run is finished."""
+    run = get_run_for_user(request.user, pk)
+    template = "actions/run.html"
+    if request.htmx:
+        template += "#progress"
+    from audit.models import Entry
+
+    entries = Entry.objects.filter(run_id=run.pk).order_by("-at", "-id")[:50]
+    return render(request, template, {"run": run, "entries": entries})

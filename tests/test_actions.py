@@ -1,0 +1,420 @@
+"""Guarded actions end to end: re-poll and replay, on a real Celery worker (the
+configured broker), against the sandbox upstream and partner receiver running
+as a real HTTP server on loopback."""
+
+import io
+import logging
+
+import httpx
+import pytest
+from django.core.management import call_command
+
+from actions.models import Run
+from audit.models import Entry
+from partners.models import Endpoint, SigningSecret
+from partners.services import rotate_secret, set_endpoint
+from records.models import DeliveryAttempt, Partner, StatusChange, Trade, WebhookEvent
+from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
+from sandbox.server import DEFAULT_API_KEY, start
+from tests.conftest import PASSWORD
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def sandbox_server():
+    server = start(port=0, orders=20, seed=5)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(sandbox_server, settings):
+    settings.OPOOLS_API_URL = sandbox_server.url
+    settings.OPOOLS_API_KEY = DEFAULT_API_KEY
+    settings.OPOOLS_API_TIMEOUT = 1.0
+    settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE = True
+    sandbox_server.state.reset()
+    return sandbox_server
+
+
+@pytest.fixture
+def network(tmp_path):
+    path = tmp_path / "network.ndjson"
+    call_command("sandbox", "generate", "--orders", "20", "--seed", "5", "--out", str(path))
+    call_command("import_events", str(path), stdout=io.StringIO())
+
+
+@pytest.fixture
+def stuck(network):
+    return Trade.objects.get(order__partner_reference="scn_stuck_reserved")
+
+
+def signed_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def confirm_page(client, url):
+    """GET the confirm step; return the form fields it carries."""
+    response = client.get(url)
+    assert response.status_code == 200
+    form = response.context["form"]
+    return {"key": form.initial["key"], "drawn": form.initial["drawn"]}
+
+
+def post_confirmed(client, url, reason="ticket 4711: partner says pending", **overrides):
+    fields = confirm_page(client, url) | {"reason": reason} | overrides
+    return client.post(url, fields)
+
+
+def finished(run_pk):
+    return Run.objects.get(pk=run_pk).finished
+
+
+# --- the permission matrix ----------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["support", "operations", "admin"])
+def test_every_role_may_repoll_one_trade(client, request, role, stuck, upstream, worker):
+    user = request.getfixturevalue(f"{role}_user")
+
+    response = post_confirmed(signed_in(client, user), f"/trades/{stuck.transact_id}/repoll")
+
+    assert response.status_code == 302
+    run = Run.objects.get()
+    assert response["Location"] == f"/actions/runs/{run.pk}/"
+    assert wait_for(lambda: finished(run.pk))
+
+
+def test_a_user_without_a_role_gets_403_and_nothing_happens(
+    client, stuck, upstream, django_user_model
+):
+    nobody = django_user_model.objects.create_user("nobody", password=PASSWORD)
+    client.force_login(nobody)
+
+    assert client.get(f"/trades/{stuck.transact_id}/repoll").status_code == 403
+    response = client.post(
+        f"/trades/{stuck.transact_id}/repoll",
+        {"reason": "x", "key": "k" * 24, "drawn": "whatever"},
+    )
+
+    assert response.status_code == 403
+    assert not Run.objects.exists()
+    assert not Entry.objects.exists()
+
+
+def test_signed_out_users_are_sent_to_sign_in(client, stuck):
+    response = client.post(f"/trades/{stuck.transact_id}/repoll", {"reason": "x"})
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+    assert not Run.objects.exists()
+
+
+# --- the confirm step ----------------------------------------------------------
+
+
+def test_the_confirm_step_says_exactly_what_will_happen(client, support_user, stuck, upstream):
+    page = signed_in(client, support_user).get(f"/trades/{stuck.transact_id}/repoll")
+
+    text = page.content.decode()
+    assert stuck.transact_id in text
+    assert "127.0.0.1" in text  # the API host asked
+    assert "It is reserved here now" in text
+    assert not Run.objects.exists()
+
+
+def test_a_missing_reason_is_400_and_nothing_runs(client, support_user, stuck, upstream):
+    response = post_confirmed(
+        signed_in(client, support_user), f"/trades/{stuck.transact_id}/repoll", reason=""
+    )
+
+    assert response.status_code == 400
+    assert "A reason is required" in response.content.decode()
+    assert not Run.objects.exists()
+
+
+def test_a_double_submit_runs_the_action_once(client, support_user, stuck, upstream, worker):
+    url = f"/trades/{stuck.transact_id}/repoll"
+    fields = confirm_page(signed_in(client, support_user), url) | {"reason": "ticket 1"}
+
+    first = client.post(url, fields)
+    second = client.post(url, fields, follow=True)
+
+    assert first.status_code == 302
+    assert Run.objects.count() == 1
+    assert "Already submitted" in second.content.decode()
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk))
+    assert Entry.objects.filter(action="trade.repoll").count() == 1
+    assert [
+        r["path"] for r in upstream.state.requests_seen() if stuck.transact_id in r["path"]
+    ] == [f"/v1/trades/{stuck.transact_id}"]
+
+
+def test_an_action_on_a_stale_page_is_refused_not_half_applied(
+    client, support_user, stuck, upstream
+):
+    url = f"/trades/{stuck.transact_id}/repoll"
+    fields = confirm_page(signed_in(client, support_user), url) | {"reason": "ticket 2"}
+    # Meanwhile the trade settles (a webhook arrives).
+    Trade.objects.filter(pk=stuck.pk).update(status="settled")
+
+    response = client.post(url, fields)
+
+    assert response.status_code == 409
+    assert "changed since the page was drawn" in response.content.decode()
+    assert not Run.objects.exists()
+    refusal = Entry.objects.get()
+    assert (refusal.result, refusal.actor_name) == ("refused", support_user.username)
+
+
+def test_actions_are_rate_limited_per_user(client, support_user, stuck, upstream, worker, settings):
+    settings.OPSPANEL_ACTIONS_PER_MINUTE = 2
+    url = f"/trades/{stuck.transact_id}/repoll"
+    signed_in(client, support_user)
+
+    codes = [post_confirmed(client, url).status_code for _ in range(3)]
+
+    assert codes == [302, 302, 429]
+    assert Run.objects.count() == 2
+    # (let the worker finish them before the database is emptied)
+    assert wait_for(lambda: all(run.finished for run in Run.objects.all()))
+
+
+# --- re-poll against the sandbox upstream -------------------------------------
+
+
+def test_repoll_applies_the_authoritative_status_through_the_pipeline(
+    client, operations_user, stuck, upstream, worker
+):
+    response = post_confirmed(
+        signed_in(client, operations_user), f"/trades/{stuck.transact_id}/repoll"
+    )
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk))
+
+    stuck.refresh_from_db()
+    assert stuck.status == "settled"
+    move = StatusChange.objects.get(trade=stuck, to_status="settled")
+    assert (move.source, move.outcome) == ("poll", "applied")
+    poll = WebhookEvent.objects.get(source="poll", subject_id=stuck.transact_id)
+    text = str(poll.payload)
+    assert not [m for m in FORBIDDEN_MARKERS if m in text]
+    entry = Entry.objects.get(action="trade.repoll")
+    assert (entry.result, entry.before_status, entry.after_status) == ("ok", "reserved", "settled")
+    assert entry.reason == "ticket 4711: partner says pending"
+    assert entry.role == "operations"
+    # The timeline shows the poll, its result and the status it changed.
+    timeline = client.get(stuck.order.get_absolute_url(), {"format": "json"}).json()
+    kinds = [(i["kind"], i["source"]) for i in timeline["items"]]
+    assert ("status", "poll") in kinds
+    assert any(i["kind"] == "action" and "Re-poll" in i["summary"] for i in timeline["items"])
+    assert response.status_code == 302
+
+
+def test_repoll_of_a_trade_0pools_does_not_know(client, support_user, network, upstream, worker):
+    trade = Trade.objects.get(order__partner_reference="scn_settled_ok")
+    httpx.post(
+        f"{upstream.url}/_sandbox/faults",
+        json={"match": trade.transact_id, "status": 404, "times": 1},
+    )
+
+    post_confirmed(signed_in(client, support_user), f"/trades/{trade.transact_id}/repoll")
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk))
+
+    entry = Entry.objects.get(action="trade.repoll")
+    assert entry.result == "not_found"
+    assert "0Pools does not know this trade" in entry.detail
+    page = client.get(f"/actions/runs/{run.pk}/").content.decode()
+    assert "0Pools does not know this trade" in page
+
+
+@pytest.mark.parametrize(
+    ("faults", "tries", "result"),
+    [
+        ([{"status": 429, "retry_after": 1, "times": 1}], 2, "ok"),
+        ([{"status": 503, "times": 2}], 3, "ok"),
+        ([{"delay": 2.0, "times": 1}], 2, "ok"),  # a slow answer times out (1 s), then succeeds
+        ([{"status": 500, "times": 10}], 4, "failed"),
+    ],
+    ids=["429-retry-after", "5xx-then-ok", "timeout-then-ok", "5xx-gives-up"],
+)
+def test_repoll_retries_a_bounded_number_of_times(
+    client, support_user, stuck, upstream, worker, faults, tries, result
+):
+    for fault in faults:
+        httpx.post(f"{upstream.url}/_sandbox/faults", json={"match": stuck.transact_id, **fault})
+
+    post_confirmed(signed_in(client, support_user), f"/trades/{stuck.transact_id}/repoll")
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk), timeout=40)
+
+    def asked():
+        seen = upstream.state.requests_seen()
+        return [r for r in seen if r["path"] == f"/v1/trades/{stuck.transact_id}"]
+
+    # (the sandbox logs a slow answer when it is done, after we gave up on it)
+    wait_for(lambda: len(asked()) >= tries, timeout=5)
+    assert len(asked()) == tries
+    entry = Entry.objects.get(action="trade.repoll")
+    assert entry.result == result
+    if result == "failed":
+        assert "gave up after 4 tries" in entry.detail
+        stuck.refresh_from_db()
+        assert stuck.status == "reserved"
+
+
+def test_no_forbidden_field_reaches_the_logs(client, support_user, stuck, upstream, worker, caplog):
+    caplog.set_level(logging.DEBUG)
+    httpx.post(
+        f"{upstream.url}/_sandbox/faults",
+        json={"match": stuck.transact_id, "status": 503, "times": 1},
+    )
+
+    post_confirmed(signed_in(client, support_user), f"/trades/{stuck.transact_id}/repoll")
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk))
+
+    assert caplog.records  # the retry was logged
+    assert not [m for m in FORBIDDEN_MARKERS if m in caplog.text]
+    assert not [k for k in FORBIDDEN_KEYS if f"'{k}'" in caplog.text or f'"{k}"' in caplog.text]
+
+
+# --- replay to the partner ------------------------------------------------------
+
+
+@pytest.fixture
+def receiving_partner(upstream):
+    """ptn_acme's endpoint is the sandbox receiver, which knows its secret."""
+    partner = Partner.objects.get(partner_id="ptn_acme")
+    set_endpoint(partner, f"{upstream.url}/partners/ptn_acme/webhooks")
+    secret = rotate_secret(partner)
+    httpx.post(
+        f"{upstream.url}/_sandbox/partners/ptn_acme", json={"secrets": [secret], "respond": 200}
+    )
+    return partner
+
+
+def received(upstream, partner="ptn_acme"):
+    return httpx.get(f"{upstream.url}/_sandbox/received", params={"partner": partner}).json()
+
+
+def test_replay_is_received_and_verified_with_the_same_event_id(
+    client, support_user, network, receiving_partner, upstream, worker
+):
+    trade = Trade.objects.get(order__partner_reference="scn_partner_never_told")
+    event = WebhookEvent.objects.get(subject_id=trade.transact_id, type="trade.settled")
+    before = len(received(upstream))
+
+    signed_in(client, support_user)
+    picked = client.get(f"/trades/{trade.transact_id}/replay-latest")
+    assert picked["Location"] == f"/events/{event.event_id}/replay"
+    post_confirmed(client, picked["Location"], reason="partner never told; ticket 88")
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk))
+
+    got = received(upstream)[before:]
+    assert len(got) == 1
+    assert got[0]["verified"] is True
+    assert got[0]["webhook_id"] == event.event_id
+    assert got[0]["event"]["id"] == event.event_id
+    assert got[0]["event"] == event.payload  # only the allowlisted envelope left
+    attempt = DeliveryAttempt.objects.filter(event_id=event.event_id).latest("id")
+    assert (attempt.outcome, attempt.response_status, attempt.reported_by) == (
+        "succeeded",
+        200,
+        None,
+    )
+    assert Entry.objects.get(action="event.replay").result == "ok"
+
+
+def test_replay_works_for_an_event_with_no_prior_delivery(
+    client, support_user, network, receiving_partner, upstream, worker
+):
+    reported = DeliveryAttempt.objects.values_list("event_id", flat=True)
+    event = (
+        WebhookEvent.objects.filter(partner_id="ptn_acme", type="quote.created")
+        .exclude(event_id__in=reported)
+        .first()
+    )
+
+    post_confirmed(signed_in(client, support_user), f"/events/{event.event_id}/replay")
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk))
+
+    attempt = DeliveryAttempt.objects.get(event_id=event.event_id)
+    assert (attempt.attempt, attempt.outcome) == (1, "succeeded")
+
+
+def test_replay_to_a_private_address_is_refused_without_sending(
+    client, support_user, network, receiving_partner, upstream, worker, settings
+):
+    settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE = False
+    event = WebhookEvent.objects.filter(partner_id="ptn_acme", type="trade.settled").first()
+    before = len(received(upstream))
+
+    post_confirmed(signed_in(client, support_user), f"/events/{event.event_id}/replay")
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk))
+
+    assert len(received(upstream)) == before
+    attempt = DeliveryAttempt.objects.filter(event_id=event.event_id).latest("id")
+    assert (attempt.outcome, attempt.response_status) == ("failed", None)
+    entry = Entry.objects.get(action="event.replay")
+    assert entry.result == "failed"
+    assert "refused" in entry.detail
+
+
+def test_a_partner_endpoint_answering_500_is_a_failed_delivery(
+    client, support_user, network, receiving_partner, upstream, worker
+):
+    httpx.post(
+        f"{upstream.url}/_sandbox/partners/ptn_acme",
+        json={"secrets": [SigningSecret.objects.get().secret], "respond": 500},
+    )
+    event = WebhookEvent.objects.filter(partner_id="ptn_acme", type="trade.settled").first()
+
+    post_confirmed(signed_in(client, support_user), f"/events/{event.event_id}/replay")
+    run = Run.objects.get()
+    assert wait_for(lambda: finished(run.pk))
+
+    attempt = DeliveryAttempt.objects.filter(event_id=event.event_id).latest("id")
+    assert (attempt.outcome, attempt.response_status) == ("failed", 500)
+
+
+def test_the_confirm_step_names_the_partner_endpoint_host(
+    client, support_user, network, receiving_partner
+):
+    event = WebhookEvent.objects.filter(partner_id="ptn_acme", type="trade.settled").first()
+
+    page = signed_in(client, support_user).get(f"/events/{event.event_id}/replay").content.decode()
+
+    assert f"to ptn_acme at {Endpoint.objects.get().url.split('/')[2].split(':')[0]}" in page
+    assert "signed with 1 current signing secret" in page
+
+
+# --- partner commands -------------------------------------------------------------
+
+
+def test_partner_commands_set_the_endpoint_and_print_a_new_secret_once(network, capsys):
+    call_command("partners", "set-endpoint", "ptn_acme", "https://hooks.acme.example/0pools")
+    call_command("partners", "rotate-secret", "ptn_acme")
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    call_command("partners", "rotate-secret", "ptn_acme")
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+
+    assert first.startswith("whsec_") and second.startswith("whsec_") and first != second
+    active = list(SigningSecret.objects.active().values_list("secret", flat=True))
+    assert set(active) == {first, second}  # the old one signs during the overlap
+    assert Endpoint.objects.get().url == "https://hooks.acme.example/0pools"
+    actions = list(Entry.objects.order_by("id").values_list("action", "actor_name"))
+    assert actions == [
+        ("partner.set_endpoint", "cli"),
+        ("partner.rotate_secret", "cli"),
+        ("partner.rotate_secret", "cli"),
+    ]
+    assert first not in str(list(Entry.objects.values_list("detail", flat=True)))
