@@ -7,6 +7,7 @@ handed back raw: the caller puts it through the ingest pipeline, whose
 allowlist drops everything the contract does not name.
 """
 
+import functools
 import logging
 import random
 import time
@@ -35,6 +36,13 @@ class UpstreamNotConfigured(Exception):
     pass
 
 
+@functools.cache
+def _client():
+    """One client per process: it keeps connections to 0Pools open, and building
+    its TLS context (loading the CA bundle) costs more than a status read."""
+    return httpx.Client(follow_redirects=False, trust_env=False)
+
+
 def _retry_after(response):
     value = response.headers.get("Retry-After", "")
     try:
@@ -61,34 +69,32 @@ def fetch_trade(transact_id, *, sleep=time.sleep):
     timeout = httpx.Timeout(
         settings.OPOOLS_API_TIMEOUT, connect=min(3.0, settings.OPOOLS_API_TIMEOUT)
     )
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-        for attempt in range(1, MAX_TRIES + 1):
-            wait = None
-            try:
-                response = client.get(url, headers=headers)
-            except httpx.TimeoutException:
-                last = "timed out"
-            except httpx.TransportError as exc:
-                last = f"connection failed ({type(exc).__name__})"
+    client = _client()
+    for attempt in range(1, MAX_TRIES + 1):
+        wait = None
+        try:
+            response = client.get(url, headers=headers, timeout=timeout)
+        except httpx.TimeoutException:
+            last = "timed out"
+        except httpx.TransportError as exc:
+            last = f"connection failed ({type(exc).__name__})"
+        else:
+            status = response.status_code
+            if status == 200:
+                try:
+                    return Answer("found", response.json(), attempt, "200")
+                except ValueError:
+                    last = "200 with a body that is not JSON"
+            elif status == 404:
+                return Answer("not_found", None, attempt, "404: 0Pools does not know this trade")
+            elif status == 429:
+                wait = _retry_after(response)
+                last = f"429, retry after {wait:.1f}s"
+            elif status >= 500:
+                last = f"{status} from 0Pools"
             else:
-                status = response.status_code
-                if status == 200:
-                    try:
-                        return Answer("found", response.json(), attempt, "200")
-                    except ValueError:
-                        last = "200 with a body that is not JSON"
-                elif status == 404:
-                    return Answer(
-                        "not_found", None, attempt, "404: 0Pools does not know this trade"
-                    )
-                elif status == 429:
-                    wait = _retry_after(response)
-                    last = f"429, retry after {wait:.1f}s"
-                elif status >= 500:
-                    last = f"{status} from 0Pools"
-                else:
-                    return Answer("unavailable", None, attempt, f"{status} from 0Pools")
-            log.info("status read of %s, try %d: %s", transact_id, attempt, last)
-            if attempt < MAX_TRIES:
-                sleep(wait if wait is not None else _backoff(attempt))
+                return Answer("unavailable", None, attempt, f"{status} from 0Pools")
+        log.info("status read of %s, try %d: %s", transact_id, attempt, last)
+        if attempt < MAX_TRIES:
+            sleep(wait if wait is not None else _backoff(attempt))
     return Answer("unavailable", None, MAX_TRIES, f"gave up after {MAX_TRIES} tries: {last}")

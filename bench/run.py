@@ -10,9 +10,12 @@ import    `import_events` over N sandbox events, against COPY of the same raw
 webhook   signed new events POSTed over loopback HTTP to gunicorn, against
           GET of the sign-in page on the same server (a Django round trip
           with no database work).
-pages     p50/p99 and queries of /id/<value> and of the order timeline on
-          the imported data (in process, Django test client, signed in),
-          against the sign-in page through the same client.
+pages     p50/p99 and queries of /id/<value>, the order timeline and the
+          stuck queue on the imported data (in process, Django test client,
+          signed in), against the sign-in page through the same client.
+bulk      a bulk re-poll of every stuck trade against the sandbox upstream
+          on loopback (same network, same seed), against plain GETs of the
+          sandbox's /healthz over the same loopback (the HTTP floor).
 """
 
 import argparse
@@ -110,11 +113,12 @@ def _percentiles(samples):
 
 
 def _timed(client, urls):
-    from django.db import connection
+    from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
 
     times, queries = [], []
     for url in urls:
+        reset_queries()  # the query log keeps 9000 at most
         with CaptureQueriesContext(connection) as captured:
             started = time.perf_counter()
             response = client.get(url)
@@ -145,7 +149,12 @@ def bench_pages(samples):
     base_times, _ = _timed(client, ["/accounts/login/"] * samples)
     b50, b99 = _percentiles(base_times)
     say(f"baseline: sign-in page       p50 {b50 * 1000:6.1f} ms  p99 {b99 * 1000:6.1f} ms")
-    for label, urls in (("/id/<value>", id_urls), ("order timeline", order_urls)):
+    queue_urls = ["/queues/stuck"] * samples
+    for label, urls in (
+        ("/id/<value>", id_urls),
+        ("order timeline", order_urls),
+        ("stuck queue", queue_urls),
+    ):
         times, queries = _timed(client, urls)
         p50, p99 = _percentiles(times)
         say(
@@ -153,6 +162,51 @@ def bench_pages(samples):
             f"  = {p50 / b50:.1f}x / {p99 / b99:.1f}x the baseline;"
             f" queries {min(queries)}-{max(queries)}"
         )
+
+
+def bench_bulk(orders):
+    import httpx
+    from django.conf import settings
+    from django.utils import timezone
+
+    from actions import services
+    from actions.models import Run
+    from actions.queue import stuck_trades
+    from sandbox.server import DEFAULT_API_KEY, start
+
+    say(f"starting the sandbox upstream over the same network ({orders:,} orders, seed 1) ...")
+    server = start(port=0, orders=orders, seed=1, log=open(os.devnull, "w"))  # noqa: SIM115
+    settings.OPOOLS_API_URL, settings.OPOOLS_API_KEY = server.url, DEFAULT_API_KEY
+    try:
+        targets = list(stuck_trades().values_list("transact_id", flat=True))
+        with httpx.Client() as client:
+            started = time.perf_counter()
+            for _ in targets:
+                client.get(f"{server.url}/healthz")
+            floor = time.perf_counter() - started
+        say(f"baseline: GET sandbox /healthz   {len(targets) / floor:>10,.0f} req/s")
+        run = Run.objects.create(
+            key=f"bench-{timezone.now().timestamp()}",
+            action="bulk.repoll",
+            target=f"{len(targets)} stuck trades",
+            reason="bench",
+            params={"targets": targets},
+            total=len(targets),
+            state=Run.State.RUNNING,
+        )
+        started = time.perf_counter()
+        services.carry_out(run)
+        took = time.perf_counter() - started
+        run.refresh_from_db()
+        say(
+            f"bulk re-poll of {len(targets)} stuck trades {len(targets) / took:>8,.0f} trades/s"
+            f" ({took:.1f}s; {run.done} done, {run.failed} failed)"
+            f"  = {floor / took:.2f}x the baseline"
+        )
+        left = stuck_trades().count()
+        say(f"  stuck before {len(targets)}, after {left}")
+    finally:
+        server.stop()
 
 
 def bench_webhook(url, total, concurrency):
@@ -253,7 +307,7 @@ def main():
     parser.add_argument("--webhooks", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--only", choices=["import", "webhook", "pages"])
+    parser.add_argument("--only", choices=["import", "webhook", "pages", "bulk"])
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL")
@@ -277,10 +331,12 @@ def main():
             f"broker: {settings.CELERY_BROKER_URL.split('://')[0]}; "
             f"python {sys.version.split()[0]}; {os.cpu_count()} cores"
         )
-        if args.only in (None, "import", "pages"):
+        if args.only in (None, "import", "pages", "bulk"):
             bench_import(args.events)
         if args.only in (None, "pages"):
             bench_pages(args.samples)
+        if args.only in (None, "bulk"):
+            bench_bulk(max(1, int(args.events / 8.4)))
         if args.only in (None, "webhook"):
             bench_webhook(url, args.webhooks, args.concurrency)
     finally:

@@ -119,3 +119,54 @@ def test_agent_browses_a_list_and_opens_a_timeline_from_it(
     first.click()
     page.wait_for_url(f"{live_server.url}{href}")
     assert page.locator("#timeline-items").is_visible()
+
+
+@pytest.fixture
+def upstream(settings):
+    from sandbox.server import DEFAULT_API_KEY, start
+
+    server = start(port=0, orders=30, seed=5, log=io.StringIO())
+    settings.OPOOLS_API_URL = server.url
+    settings.OPOOLS_API_KEY = DEFAULT_API_KEY
+    yield server
+    server.stop()
+
+
+def test_operations_dry_runs_a_bulk_repoll_confirms_and_sees_the_trades_leave_the_queue(
+    page, live_server, network, upstream, worker, operations_user
+):
+    from records.models import Trade
+
+    stuck = Trade.objects.get(order__partner_reference="scn_stuck_reserved")
+    sign_in(page, live_server, operations_user)
+
+    page.goto(f"{live_server.url}/queues/stuck")
+    assert page.locator(f"text={stuck.transact_id}").is_visible()
+    assert page.locator("svg title#stuck-hist-title").count() == 1
+    page.fill("input[name=partner]", "ptn_acme")
+    page.locator("form.filters button[type=submit]").click()
+    page.wait_for_url("**/queues/stuck?*partner=ptn_acme*")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "stuck-queue.png"), full_page=True)
+
+    page.click("button[name=action][value=repoll]")
+    count = int(page.locator("#dry-run-count").inner_text())
+    expected = Trade.objects.filter(
+        order__partner__partner_id="ptn_acme", status="reserved"
+    ).count()
+    assert count == expected >= 1
+    page.fill("textarea[name=reason]", "morning sweep of stuck trades")
+    page.click("#confirm-button")
+
+    page.wait_for_url("**/actions/runs/*/")
+    page.wait_for_function(
+        "() => ['done', 'failed'].includes(document.querySelector('#run-progress').dataset.state)",
+        timeout=30_000,
+    )
+    assert page.locator("#run-state").inner_text() == "done"
+    page.screenshot(path=str(ARTIFACTS / "bulk-run.png"), full_page=True)
+
+    page.goto(f"{live_server.url}/queues/stuck?partner=ptn_acme")
+    assert page.locator(f"text={stuck.transact_id}").count() == 0
+    stuck.refresh_from_db()
+    assert stuck.status == "settled"

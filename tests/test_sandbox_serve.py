@@ -15,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 from ingest.contract import parse_envelope
 from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS, generate
 from sandbox.server import DEFAULT_API_KEY, start
+from tests.helpers import wait_for
 
 AUTH = {"Authorization": f"Bearer {DEFAULT_API_KEY}"}
 PARTNER_SECRET = "whsec_" + base64.b64encode(b"partner-secret-0123456789abcdef").decode()
@@ -352,6 +353,8 @@ def test_the_log_has_one_line_per_request_and_never_a_body_or_key(sandbox, upstr
         headers=signed(body, PARTNER_SECRET, "evt_sandboxdelivery3"),
     )
     upstream.get("/v1/trades/pt_live_doesnotexist", headers=AUTH)
+    # The server writes its log line after the answer has gone out.
+    wait_for(lambda: LOG.getvalue().count("\n") >= before + 2, timeout=5)
 
     lines = LOG.getvalue().splitlines()[before:]
     assert [line.split()[3:6] for line in lines] == [
