@@ -423,3 +423,82 @@ def test_partner_commands_set_the_endpoint_and_print_a_new_secret_once(network, 
         ("partner.rotate_secret", "cli"),
     ]
     assert first not in str(list(Entry.objects.values_list("detail", flat=True)))
+
+
+# --- what the database and the schedule guarantee ---------------------------------
+
+
+def test_an_action_post_without_a_csrf_token_is_refused(support_user, stuck, upstream):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(support_user)
+    fields = confirm_page(browser, f"/trades/{stuck.transact_id}/repoll") | {"reason": "x"}
+
+    response = browser.post(f"/trades/{stuck.transact_id}/repoll", fields)
+
+    assert response.status_code == 403
+    assert not Run.objects.exists()
+
+
+def test_the_database_refuses_to_change_or_delete_an_audit_entry(network):
+    from django.db import connection, transaction
+    from django.db.utils import ProgrammingError
+
+    from audit import log
+
+    with transaction.atomic():
+        log.record(actor=None, actor_name="cli", action="trade.repoll", target="pt_live_x")
+    for statement in ("UPDATE audit_entry SET reason = 'changed'", "DELETE FROM audit_entry"):
+        with (
+            pytest.raises(ProgrammingError, match="Cannot update or delete rows"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(statement)
+
+    assert Entry.objects.get().reason == ""
+
+
+def test_the_scheduled_repoll_polls_every_stuck_trade_as_the_schedule(stuck, upstream):
+    from actions import tasks
+
+    polled = tasks.repoll_stuck_trades()
+
+    assert polled >= 1
+    run = Run.objects.get(user=None)
+    assert run.params["scheduled"] is True
+    assert (run.state, run.done + run.failed) == ("done", run.total)
+    stuck.refresh_from_db()
+    assert stuck.status == "settled"
+    entry = Entry.objects.get(target=stuck.transact_id)
+    assert (entry.actor_name, entry.action, entry.result) == ("schedule", "trade.repoll", "ok")
+
+
+def test_a_bulk_replay_delivers_the_latest_state_of_each_trade(
+    client, operations_user, network, receiving_partner, upstream, worker
+):
+    trade = Trade.objects.get(order__partner_reference="scn_partner_never_told")
+    event = WebhookEvent.objects.get(subject_id=trade.transact_id, type="trade.settled")
+    from actions.services import request_run
+
+    asked = request_run(
+        operations_user,
+        "bulk.replay",
+        "1 trade",
+        key="bulk-replay-test-key-0001",
+        reason="tell partners",
+        drawn="same",
+        current="same",
+        params={"targets": [trade.transact_id]},
+        total=1,
+    )
+    assert wait_for(lambda: finished(asked.run.pk))
+
+    got = [r for r in received(upstream) if r["webhook_id"] == event.event_id]
+    assert len(got) == 1 and got[0]["verified"]
+    timeline = signed_in(client, operations_user).get(
+        trade.order.get_absolute_url(), {"format": "json"}
+    )
+    flags = [f["code"] for f in timeline.json()["flags"]]
+    assert "partner_not_told" not in flags
