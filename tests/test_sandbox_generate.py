@@ -16,24 +16,13 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from ingest.contract import parse_envelope
+from records import ids
 from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS, SCENARIOS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 ENVELOPE_KEYS = ("id", "type", "createdAt", "livemode", "data")
-EVENT_OBJECTS = {
-    "quote.created": "quote",
-    "quote.unavailable": "quote",
-    "quote.expired": "quote",
-    "quote.accepted": "quote",
-    "trade.reserved": "trade",
-    "trade.settled": "trade",
-    "trade.failed": "trade",
-    "trade.released": "trade",
-    "trade.returned": "trade",
-    "ledger.posted": "ledger_entry",
-    "webhook.delivery_attempted": "delivery_attempt",
-}
+EVENT_OBJECTS = ids.EVENT_OBJECTS
 # Every key the contract names, at any depth.
 CONTRACT_KEYS = {
     *ENVELOPE_KEYS,

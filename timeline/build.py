@@ -17,6 +17,8 @@ from audit.models import Entry
 from records import states
 from records.models import DeliveryAttempt, LedgerEntry, Quote, StatusChange, Trade, WebhookEvent
 
+from .templatetags.timeline_tags import duration
+
 # A timeline longer than this shows its newest items and says so.
 MAX_EVENTS = 1000
 # A webhook received this long after it happened upstream is shown as late.
@@ -510,7 +512,7 @@ def _flags(trades, changes, ledger, deliveries, events, now):
                     Flag(
                         "reserved_past_sla",
                         "Reserved past the pool SLA",
-                        f"{tid} has been pending for {_duration(age)}; "
+                        f"{tid} has been pending for {duration(age)}; "
                         f"{trade.pool.pool_id} settles within {trade.pool.sla_minutes} min.",
                     )
                 )
@@ -548,16 +550,6 @@ def _flags(trades, changes, ledger, deliveries, events, now):
                     )
                 )
     return flags
-
-
-def _duration(delta):
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 120:
-        return f"{minutes} min"
-    hours = minutes // 60
-    if hours < 48:
-        return f"{hours} h {minutes % 60} min"
-    return f"{hours // 24} days {hours % 24} h"
 
 
 def _time(moment):
