@@ -36,6 +36,9 @@ class Run(models.Model):
     failed = models.PositiveIntegerField(default=0)
     summary = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Heartbeat: moves with every item done, so a run that stopped moving
+    # (its worker died) can be told from a long one.
+    updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True)
 
     class Meta:

@@ -138,16 +138,27 @@ def carry_out(run):
     targets = run.params.get("targets") or [run.target]
     for target in targets[run.done + run.failed :]:
         try:
-            ok = step(target, run)
+            step(target, run)  # counts itself, in the transaction of its effect
         except Exception:
             log.exception("%s of %s failed", run.action, target)
-            ok = False
-        Run.objects.filter(pk=run.pk).update(
-            done=F("done") + (1 if ok else 0), failed=F("failed") + (0 if ok else 1)
-        )
+            _count(run, ok=False)
         run.refresh_from_db(fields=["done", "failed"])
     state = Run.State.DONE if run.failed < run.total else Run.State.FAILED
-    Run.objects.filter(pk=run.pk).update(state=state, finished_at=timezone.now())
+    Run.objects.filter(pk=run.pk).update(
+        state=state, finished_at=timezone.now(), updated_at=timezone.now()
+    )
+
+
+def _count(run, *, ok):
+    """One more item done or failed (and the heartbeat): call it inside the
+    transaction that writes the item's effect and audit entry, so a crash
+    never counts an item without its effect, or the other way round."""
+    Run.objects.filter(pk=run.pk).update(
+        done=F("done") + (1 if ok else 0),
+        failed=F("failed") + (0 if ok else 1),
+        updated_at=timezone.now(),
+    )
+    return ok
 
 
 def _actor(run):
@@ -194,7 +205,7 @@ def repoll(transact_id, run):
             after_status=after,
             run_id=run.pk,
         )
-    return result in (Entry.Result.OK, Entry.Result.NOT_FOUND)
+        return _count(run, ok=result in (Entry.Result.OK, Entry.Result.NOT_FOUND))
 
 
 def _poll_envelope(transact_id, trade):
@@ -242,7 +253,7 @@ def replay_latest(transact_id, run):
                 detail="no stored event tells this trade's current status",
                 run_id=run.pk,
             )
-        return False
+            return _count(run, ok=False)
     return replay(event.event_id, run)
 
 
@@ -295,7 +306,7 @@ def replay(event_id, run):
             detail=detail,
             run_id=run.pk,
         )
-    return bool(delivery and delivery.outcome == "succeeded")
+        return _count(run, ok=bool(delivery and delivery.outcome == "succeeded"))
 
 
 def _delivery_text(delivery, url):

@@ -1,9 +1,10 @@
 """Celery tasks of the guarded actions. Each takes a ``Run`` id.
 
 Running one twice does nothing twice: the run is claimed (queued →
-running) under a row lock, and a bulk run resumes after the items it has
-already counted. A run left ``running`` by a worker that died is picked up
-again by ``resume_stalled_runs``.
+running) under a row lock, each item counts itself in the transaction of
+its effect, and a resumed run carries on after the items already counted.
+A run whose heartbeat stopped (its worker died), or whose task was never
+delivered, is picked up again by ``resume_stalled_runs``.
 """
 
 from datetime import timedelta
@@ -15,7 +16,10 @@ from django.utils import timezone
 from . import services
 from .models import Run
 
+# A running run whose heartbeat is older than this has lost its worker.
 STALLED_AFTER = timedelta(minutes=15)
+# A queued run older than this never had its task delivered (broker away).
+UNSENT_AFTER = timedelta(minutes=2)
 
 
 @shared_task(
@@ -26,25 +30,40 @@ STALLED_AFTER = timedelta(minutes=15)
     max_retries=5,
 )
 def carry_out_run(run_id, resume=False):
+    """Carry a queued run out, or (``resume``) one whose worker stopped moving."""
+    now = timezone.now()
     with transaction.atomic():
         run = Run.objects.select_for_update(skip_locked=True).filter(pk=run_id).first()
-        if run is None or run.finished or (run.state == Run.State.RUNNING and not resume):
+        if run is None or run.finished:
             return "skipped"
+        if run.state == Run.State.RUNNING and not (resume and run.updated_at < now - STALLED_AFTER):
+            return "skipped"  # another worker has it and is moving
         run.state = Run.State.RUNNING
-        run.save(update_fields=["state"])
+        run.updated_at = now
+        run.save(update_fields=["state", "updated_at"])
     services.carry_out(run)
     return "done"
 
 
 @shared_task(acks_late=True)
 def resume_stalled_runs():
-    """Runs whose worker died mid-way (acks_late redelivers, this catches the rest)."""
-    stalled = Run.objects.filter(
-        state=Run.State.RUNNING, created_at__lt=timezone.now() - STALLED_AFTER
-    ).values_list("pk", flat=True)
+    """Runs whose worker died mid-way, and runs whose task was never sent."""
+    now = timezone.now()
+    stalled = list(
+        Run.objects.filter(state=Run.State.RUNNING, updated_at__lt=now - STALLED_AFTER).values_list(
+            "pk", flat=True
+        )
+    )
+    unsent = list(
+        Run.objects.filter(state=Run.State.QUEUED, created_at__lt=now - UNSENT_AFTER).values_list(
+            "pk", flat=True
+        )
+    )
     for pk in stalled:
         carry_out_run.delay(pk, resume=True)
-    return len(stalled)
+    for pk in unsent:
+        carry_out_run.delay(pk)
+    return len(stalled) + len(unsent)
 
 
 @shared_task(acks_late=True)
@@ -52,9 +71,17 @@ def repoll_stuck_trades(limit=500):
     """Beat: re-poll every trade stuck past its pool's SLA, as one scheduled run."""
     from .queue import stuck_trades
 
+    now = timezone.now()
+    if Run.objects.filter(
+        user=None,
+        action="bulk.repoll",
+        state=Run.State.RUNNING,
+        updated_at__gte=now - STALLED_AFTER,
+    ).exists():
+        return 0  # the previous scheduled run is still going
     targets = list(stuck_trades().values_list("transact_id", flat=True)[:limit])
     run = Run.objects.create(
-        key=f"schedule-{timezone.now().isoformat()}",
+        key=f"schedule-{now.isoformat()}",
         user=None,
         action="bulk.repoll",
         target=f"{len(targets)} stuck trades (scheduled)",

@@ -230,12 +230,19 @@ class _Counter:
 
 
 def _count_keys(value):
-    """How many keys a dropped value held, itself included (never kept)."""
-    if isinstance(value, dict):
-        return sum(_count_keys(v) for v in value.values()) + len(value)
-    if isinstance(value, list):
-        return sum(_count_keys(v) for v in value)
-    return 0
+    """How many keys a dropped value held, nested ones included (never kept).
+
+    Iterative: a sender can nest as deep as the JSON parser allows.
+    """
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _keep(shape, raw, path, counter):

@@ -467,6 +467,15 @@ TRADE_COLUMNS = (
 )
 
 
+def _newest(name):
+    """Set a fixed field from the batch's view only when that view is not older
+    than the stored one: a late ``trade.reserved`` must not blank the
+    ``deliverAmount`` a ``trade.settled`` brought."""
+    if name == "updated_at":
+        return "updated_at = GREATEST(t.updated_at, s.updated_at)"
+    return f"{name} = CASE WHEN s.updated_at >= t.updated_at THEN s.{name} ELSE t.{name} END"
+
+
 def _trade_static(envelope, order_pk, pool_pk):
     d = envelope.data
     value, currency = _amount(d, "amount")
@@ -565,7 +574,7 @@ def _apply_trades(trades, order_pk, pool_pk):
         UPDATE records_trade t
            SET status = u.status, status_at = u.status_at, failure_code = u.failure_code,
                reserved_at = u.reserved_at, final_at = u.final_at,
-               {", ".join(f"{name} = s.{name}" for name, _ in TRADE_COLUMNS[1:])}
+               {", ".join(_newest(name) for name, _ in TRADE_COLUMNS[1:])}
           FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::text[],
                       %b::timestamptz[], %b::timestamptz[])
                AS u(id, status, status_at, failure_code, reserved_at, final_at),
@@ -621,6 +630,8 @@ def _insert_ledger(entries, partner_pk, pool_pk):
                 envelope.event_id,
             )
         )
+    # Sorted: two workers inserting the same ids take their locks in one order.
+    rows.sort(key=lambda row: row[0])
     # Append-only: a ledger id already stored keeps its first version.
     _execute(
         """
@@ -736,4 +747,40 @@ def _link_late_arrivals(transact_ids, event_ids):
         )
 
 
-__all__ = ["Envelope", "Stored", "apply", "apply_stored", "ingest", "store"]
+def relink_waiting(limit=1000):
+    """Link records still waiting whose trade or event has arrived since.
+
+    The link step runs with the batch that brings a trade; a ledger event
+    applied at the same moment by another worker (it could not see the
+    uncommitted trade) misses it. The sweep calls this to catch those.
+    Returns how many link keys were looked at.
+    """
+    keys = [
+        key
+        for (key,) in _execute(
+            """
+            SELECT DISTINCT link_key FROM records_webhookevent
+             WHERE order_id IS NULL AND link_key <> '' LIMIT %b
+            """,
+            [limit],
+        )
+    ] + [
+        key
+        for (key,) in _execute(
+            """
+            SELECT DISTINCT link_key FROM records_identifier
+             WHERE order_id IS NULL AND link_key <> '' LIMIT %b
+            """,
+            [limit],
+        )
+    ]
+    if keys:
+        keys = sorted(set(keys))
+        with transaction.atomic():
+            _link_late_arrivals(
+                [k for k in keys if k.startswith("pt_")], [k for k in keys if k.startswith("evt_")]
+            )
+    return len(keys)
+
+
+__all__ = ["Envelope", "Stored", "apply", "apply_stored", "ingest", "relink_waiting", "store"]

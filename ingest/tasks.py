@@ -10,6 +10,7 @@ ones, so an event that is handled twice is applied once.
 import logging
 from datetime import timedelta
 
+import psycopg
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError, transaction
@@ -57,7 +58,7 @@ def _apply(pks):
     try:
         with transaction.atomic():
             return pipeline.apply_stored(pks)
-    except OperationalError:
+    except (OperationalError, psycopg.OperationalError):
         raise  # the database is away: retry the whole task later
     except Exception as exc:
         log.exception("applying events %s failed", pks)
@@ -67,7 +68,8 @@ def _apply(pks):
 
 @shared_task(
     acks_late=True,
-    autoretry_for=(OperationalError,),
+    # The pipeline talks to psycopg directly: its errors are psycopg's own.
+    autoretry_for=(OperationalError, psycopg.OperationalError),
     retry_backoff=True,
     retry_jitter=True,
     max_retries=8,
@@ -100,4 +102,5 @@ def sweep_pending_events(batch_size=500, max_batches=100):
             break
     if applied:
         log.info("sweep applied %d pending events", applied)
+    pipeline.relink_waiting()
     return applied

@@ -41,9 +41,11 @@ def receive_webhook(request):
     """``POST /webhooks/0pools``: verify, store durably, answer, process later."""
     limit = settings.OPOOLS_WEBHOOK_MAX_BYTES
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        declared = int(request.META.get("CONTENT_LENGTH") or "")
     except ValueError:
-        declared = 0
+        # A WSGI server reads a body without Content-Length (chunked) as
+        # empty: say so, rather than refuse it as a bad signature.
+        return _refuse(request, 411, "Content-Length is required")
     if declared > limit:
         return _refuse(request, 413, f"body over {limit} bytes")
     body = request.read(limit + 1)

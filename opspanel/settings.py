@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "template_partials",
     "pgtrigger",
     "axes",
+    "csp",
     "records",
     "ingest",
     "accounts",
@@ -70,11 +71,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.IdleTimeoutMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -142,11 +145,36 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = int(env("SESSION_IDLE_SECONDS", str(30 * 60)))
-SESSION_SAVE_EVERY_REQUEST = True  # the age above is an idle timeout
+# The age above is an idle timeout: accounts.middleware.IdleTimeoutMiddleware
+# extends it on every request a person makes, but not on htmx polling (a
+# live timeline left open in a tab is not a person at work).
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = not (DEBUG or TESTING)
 CSRF_COOKIE_SECURE = not (DEBUG or TESTING)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Behind a proxy that ends TLS: trust its X-Forwarded-Proto, and name the
+# origins forms are posted from (else every POST fails the CSRF check).
+if env_bool("USE_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", "0"))
+# Content Security Policy (django-csp): everything from our own origin, no
+# inline script or style, no eval (htmx runs with allowEval false, see
+# templates/base.html), no framing.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 X_FRAME_OPTIONS = "DENY"
 
 LANGUAGE_CODE = "en-us"

@@ -502,3 +502,24 @@ def test_a_bulk_replay_delivers_the_latest_state_of_each_trade(
     )
     flags = [f["code"] for f in timeline.json()["flags"]]
     assert "partner_not_told" not in flags
+
+
+def test_a_stalled_run_is_resumed_but_a_moving_one_is_left_alone(stuck, upstream):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from actions import tasks
+
+    moving = Run.objects.create(
+        key="moving-run-key-000001",
+        action="trade.repoll",
+        target=stuck.transact_id,
+        state=Run.State.RUNNING,
+    )
+    assert tasks.carry_out_run(moving.pk, resume=True) == "skipped"
+
+    Run.objects.filter(pk=moving.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    assert tasks.carry_out_run(moving.pk, resume=True) == "done"
+    moving.refresh_from_db()
+    assert (moving.state, moving.done) == ("done", 1)

@@ -54,6 +54,28 @@ def browser_context_args():
     return {"viewport": {"width": 1280, "height": 900}}
 
 
+@pytest.fixture(autouse=True)
+def _no_console_errors(page):
+    """A page that breaks its own Content Security Policy, or throws, fails the test.
+
+    (htmx reports a poll cut short by leaving the page as a sendAbort and its
+    afterRequest; that is the test navigating, not the page failing.)
+    """
+    errors = []
+    navigating = ("htmx:sendAbort", "htmx:afterRequest")
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and not message.text.startswith(navigating)
+            and errors.append(message.text)
+        ),
+    )
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield
+    assert errors == []
+
+
 @pytest.fixture
 def network(tmp_path):
     path = tmp_path / "network.ndjson"

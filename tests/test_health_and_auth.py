@@ -83,3 +83,33 @@ def test_repeated_wrong_passwords_lock_the_sign_in_out_with_429(client, support_
     assert codes[:4] == [200, 200, 200, 200]
     assert locked.status_code == 429
     assert "_auth_user_id" not in client.session
+
+
+def test_pages_carry_a_strict_content_security_policy(client, support_user):
+    client.force_login(support_user)
+
+    policy = client.get("/")["Content-Security-Policy"]
+
+    assert "script-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+def test_htmx_polling_does_not_keep_an_idle_session_alive(client, support_user, time_machine):
+    from django.contrib.sessions.models import Session
+
+    time_machine.move_to("2026-11-25 12:00:00Z", tick=False)
+    client.force_login(support_user)
+    client.get("/")
+    key = client.session.session_key
+
+    def expiry():
+        return Session.objects.get(session_key=key).expire_date
+
+    first = expiry()
+    time_machine.move_to("2026-11-25 12:10:00Z", tick=False)
+    client.get("/", headers={"HX-Request": "true", "HX-Trigger": "timeline-live"})
+    assert expiry() == first  # a poll is not activity
+
+    client.get("/")
+    assert expiry() > first  # a person's request is

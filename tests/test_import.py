@@ -206,3 +206,19 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(CommandError, match="cannot read"):
         call_command("import_events", str(tmp_path / "nope.ndjson"))
+
+
+def test_the_sweep_links_a_ledger_event_that_raced_its_trade(tmp_path):
+    from ingest.pipeline import relink_waiting
+
+    entry = envelopes.ledger("ledger_race_1", transact_id="pt_live_RACE1")
+    import_events(tmp_path, envelopes.trade("settled", transact_id="pt_live_RACE1"), entry)
+    # As if applied by another worker that could not yet see the trade.
+    WebhookEvent.objects.filter(event_id=entry["id"]).update(order=None, link_key="pt_live_RACE1")
+    Identifier.objects.filter(value="ledger_race_1").update(order=None, link_key="pt_live_RACE1")
+
+    relink_waiting()
+
+    order = Trade.objects.get(transact_id="pt_live_RACE1").order
+    assert WebhookEvent.objects.get(event_id=entry["id"]).order == order
+    assert Identifier.objects.get(value="ledger_race_1").order == order

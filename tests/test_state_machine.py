@@ -167,3 +167,18 @@ def test_every_move_is_classified_by_the_contract_table(current, claimed, expect
 def test_an_illegal_move_from_a_status_read_overrides_and_is_flagged():
     assert states.classify("failed", "settled", authoritative=True) == "override"
     assert states.classify("settled", "reserved", authoritative=True) == "late"
+
+
+def test_a_late_event_does_not_blank_what_a_newer_one_brought(tmp_path):
+    import_events(tmp_path, settled())
+    late = reserved()
+    del late["data"]["deliverAmount"]
+    late["data"]["rate"] = None
+
+    import_events(tmp_path, late)
+
+    trade = Trade.objects.get()
+    assert trade.status == "settled"
+    assert str(trade.deliver_value.normalize()) == "107.31"
+    assert trade.rate is not None
+    assert trade.updated_at.isoformat() == "2026-06-28T20:15:03+00:00"

@@ -218,3 +218,11 @@ def test_no_forbidden_field_appears_in_any_page_or_export(agent, scenarios):
     assert "scn_settled_ok" in text  # the pages hold the data
     assert [m for m in FORBIDDEN_MARKERS if m in text] == []
     assert [k for k in FORBIDDEN_KEYS if f'"{k}"' in text] == []
+
+
+def test_the_live_refresh_asks_for_the_same_order_even_with_a_percent_in_its_id(agent, tmp_path):
+    import_events(tmp_path, envelopes.trade("reserved", reference="o%41"))
+
+    page = agent.get("/orders/ptn_acme/o%2541/").content.decode()
+
+    assert 'hx-get="/orders/ptn_acme/o%2541/"' in page

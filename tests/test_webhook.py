@@ -316,4 +316,38 @@ def test_no_signed_body_gets_a_500(client, body):
         headers=sign(body, event_id=event_id),
     )
 
-    assert response.status_code in (200, 202, 400, 401)
+    assert response.status_code in (200, 202, 400, 401, 411)
+
+
+def test_deeply_nested_unknown_fields_are_dropped_not_a_500(client, tasks_run):
+    envelope = envelopes.trade("reserved")
+    envelope["data"]["routing"] = "DEEP"
+    # 900 levels (the JSON parser takes up to 1024), written out by hand:
+    # Python's own encoders would refuse to nest that deep.
+    deep = b'{"x":' * 900 + b'"VENUE-deep"' + b"}" * 900
+    body = orjson.dumps(envelope).replace(b'"DEEP"', deep)
+
+    with tasks_run():
+        response = client.post(
+            "/webhooks/0pools", body, content_type="application/json", headers=sign(body)
+        )
+
+    assert response.status_code == 202
+    event = WebhookEvent.objects.get(event_id=envelope["id"])
+    assert event.dropped_keys == 901
+    assert "VENUE" not in str(event.payload)
+
+
+def test_a_body_without_content_length_is_411(client):
+    body = orjson.dumps(envelopes.trade("reserved"))
+
+    response = client.post(
+        "/webhooks/0pools",
+        body,
+        content_type="application/json",
+        headers=sign(body),
+        CONTENT_LENGTH="",
+    )
+
+    assert response.status_code == 411
+    assert not WebhookEvent.objects.exists()
