@@ -271,9 +271,7 @@ def apply(events):
         event_order[envelope.event_id] = order
         links.append((pk, order, "" if order else link))
         for value, kind in _identifiers(envelope):
-            key = (value, kind, partner)
-            if identifiers.get(key, (None,))[0] is None:
-                identifiers[key] = (order, "" if order else link)
+            identifiers[(value, kind, partner, order)] = "" if order else link
 
     _execute(
         """
@@ -674,24 +672,41 @@ def _insert_deliveries(deliveries, partner_pk):
 
 
 def _upsert_identifiers(identifiers):
+    """Insert ``{(value, kind, partner, order or None): link key}``; known rows stay.
+
+    A row that names its order replaces the waiting row (order null) of the
+    same id, if there was one.
+    """
     if not identifiers:
         return
-    keys = sorted(identifiers)
+    keys = sorted(identifiers, key=lambda k: (k[0], k[1], k[2], k[3] or 0))
+    params = [
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [k[3] for k in keys],
+        [identifiers[k] for k in keys],
+    ]
     _execute(
         """
-        INSERT INTO records_identifier (value, kind, partner_id, order_id, link_key)
-        SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[])
-        ON CONFLICT (value, kind, partner_id) DO UPDATE
-           SET order_id = EXCLUDED.order_id, link_key = ''
-         WHERE records_identifier.order_id IS NULL AND EXCLUDED.order_id IS NOT NULL
+        WITH rows AS (
+            SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[])
+                   AS u(value, kind, partner_id, order_id, link_key)
+        ), known AS (
+            INSERT INTO records_identifier (value, kind, partner_id, order_id, link_key)
+            SELECT * FROM rows WHERE order_id IS NOT NULL
+            ON CONFLICT (value, kind, partner_id, order_id) WHERE order_id IS NOT NULL
+            DO NOTHING
+        ), waiting AS (
+            INSERT INTO records_identifier (value, kind, partner_id, order_id, link_key)
+            SELECT * FROM rows WHERE order_id IS NULL
+            ON CONFLICT (value, kind, partner_id) WHERE order_id IS NULL DO NOTHING
+        )
+        DELETE FROM records_identifier i USING rows r
+         WHERE i.order_id IS NULL AND r.order_id IS NOT NULL
+           AND i.value = r.value AND i.kind = r.kind AND i.partner_id = r.partner_id
         """,
-        [
-            [v for v, _, _ in keys],
-            [k for _, k, _ in keys],
-            [p for _, _, p in keys],
-            [identifiers[k][0] for k in keys],
-            [identifiers[k][1] for k in keys],
-        ],
+        params,
     )
 
 
@@ -717,13 +732,8 @@ def _link_late_arrivals(transact_ids, event_ids):
                 [transact_ids],
             )
         ]
-        _execute(
-            """
-            UPDATE records_identifier i SET order_id = t.order_id, link_key = ''
-              FROM records_trade t
-             WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND t.transact_id = i.link_key
-            """,
-            [transact_ids],
+        _link_identifiers(
+            "records_trade t", "t.transact_id = i.link_key", "t.order_id", transact_ids
         )
     keys = event_ids + linked
     if keys:
@@ -736,15 +746,36 @@ def _link_late_arrivals(transact_ids, event_ids):
             """,
             [keys],
         )
-        _execute(
-            """
-            UPDATE records_identifier i SET order_id = e.order_id, link_key = ''
-              FROM records_webhookevent e
-             WHERE i.order_id IS NULL AND i.link_key = ANY(%b)
-               AND e.event_id = i.link_key AND e.order_id IS NOT NULL
-            """,
-            [keys],
+        _link_identifiers(
+            "records_webhookevent e",
+            "e.event_id = i.link_key AND e.order_id IS NOT NULL",
+            "e.order_id",
+            keys,
         )
+
+
+def _link_identifiers(source, join, order, keys):
+    """Waiting identifier rows whose key now tells an order: link them, or drop
+    them where a row for that id and order already exists."""
+    _execute(
+        f"""
+        UPDATE records_identifier i SET order_id = {order}, link_key = ''
+          FROM {source}
+         WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
+           AND NOT EXISTS (
+               SELECT 1 FROM records_identifier j
+                WHERE j.value = i.value AND j.kind = i.kind
+                  AND j.partner_id = i.partner_id AND j.order_id = {order})
+        """,  # noqa: S608 - fixed table and column names from the callers above
+        [keys],
+    )
+    _execute(
+        f"""
+        DELETE FROM records_identifier i USING {source}
+         WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
+        """,  # noqa: S608 - as above
+        [keys],
+    )
 
 
 def relink_waiting(limit=1000):

@@ -338,9 +338,13 @@ class LedgerEntry(models.Model):
 class Identifier(models.Model):
     """The one index behind the search box: every searchable id -> its order.
 
-    Served by the unique index ``identifier_unique_per_partner``, which leads
-    with ``value`` in collation "C": ``value = %s`` and ``value LIKE
-    'prefix%'`` are both range scans of it.
+    Served by ``identifier_value_idx`` (collation "C"): ``value = %s`` and
+    ``value LIKE 'prefix%'`` are both range scans of it.
+
+    One row per id and order: a partner that reuses an idempotency key for
+    two orders is found at both. An id whose order is not known yet (its
+    trade has not arrived) has one waiting row, ``order`` null, until the
+    pipeline links it.
     """
 
     class Kind(models.TextChoices):
@@ -361,10 +365,18 @@ class Identifier(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["value", "kind", "partner_id"], name="identifier_unique_per_partner"
-            )
+                fields=["value", "kind", "partner_id", "order"],
+                condition=Q(order__isnull=False),
+                name="identifier_unique_per_order",
+            ),
+            models.UniqueConstraint(
+                fields=["value", "kind", "partner_id"],
+                condition=Q(order__isnull=True),
+                name="identifier_unique_waiting",
+            ),
         ]
         indexes = [
+            models.Index(fields=["value"], name="identifier_value_idx"),
             models.Index(
                 fields=["link_key"],
                 condition=Q(order__isnull=True),

@@ -222,3 +222,17 @@ def test_the_sweep_links_a_ledger_event_that_raced_its_trade(tmp_path):
     order = Trade.objects.get(transact_id="pt_live_RACE1").order
     assert WebhookEvent.objects.get(event_id=entry["id"]).order == order
     assert Identifier.objects.get(value="ledger_race_1").order == order
+
+
+def test_a_waiting_id_gives_way_to_the_row_that_knows_its_order(tmp_path):
+    entry = envelopes.ledger("ledger_twin_1", transact_id="pt_live_TWIN1")
+    import_events(tmp_path, entry)
+    assert Identifier.objects.get(value="ledger_twin_1").order is None
+
+    # The same ledger id again in a new event, after its trade arrived.
+    import_events(tmp_path, envelopes.trade("settled", transact_id="pt_live_TWIN1"))
+    import_events(tmp_path, envelopes.ledger("ledger_twin_1", transact_id="pt_live_TWIN1"))
+
+    rows = list(Identifier.objects.filter(value="ledger_twin_1"))
+    assert len(rows) == 1
+    assert rows[0].order == Trade.objects.get(transact_id="pt_live_TWIN1").order

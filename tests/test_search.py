@@ -25,7 +25,13 @@ def order(tmp_path):
     quote = envelopes.quote("created", quote_id="pq_live_01J4")
     reserved = envelopes.trade("reserved", transact_id="pt_live_9A2", event_id="evt_01J4Z9")
     entry = envelopes.ledger("ledger_0pools_772", transact_id="pt_live_9A2")
-    other = envelopes.trade("reserved", transact_id="pt_live_9B7", reference="order_9999")
+    other = envelopes.trade(
+        "reserved",
+        transact_id="pt_live_9B7",
+        reference="order_9999",
+        quoteId="pq_live_9B7q",
+        requestId="req_other9B7",
+    )
     import_events(tmp_path, quote, reserved, entry, other)
     return {"quote": quote, "reserved": reserved, "ledger": entry}
 
@@ -233,3 +239,18 @@ def test_no_input_makes_the_search_box_fail(agent, q):
     response = agent.get("/search", {"q": q})
 
     assert response.status_code in (200, 302, 400)
+
+
+def test_an_idempotency_key_reused_for_two_orders_finds_both(agent, tmp_path):
+    first = envelopes.trade("settled", transact_id="pt_live_KEY1", reference="order_a")
+    second = envelopes.trade("reserved", transact_id="pt_live_KEY2", reference="order_b")
+    for event in (first, second):
+        event["data"]["idempotencyKey"] = "checkout:accept:1"
+    import_events(tmp_path, first, second)
+
+    response = agent.get("/search", {"q": "checkout:accept:1"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'href="/orders/ptn_acme/order_a/"' in page
+    assert 'href="/orders/ptn_acme/order_b/"' in page
