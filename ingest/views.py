@@ -1,11 +1,13 @@
 import hashlib
 import logging
+from datetime import timedelta
 
 import orjson
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection, transaction
 from django.http import JsonResponse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -20,15 +22,26 @@ log = logging.getLogger(__name__)
 
 
 def _refuse(request, status, reason, body=b""):
-    """Answer a refused delivery; keep when, why, size and hash, no payload."""
+    """Answer a refused delivery; keep when, why, size and hash, no payload.
+
+    At most OPOOLS_REJECTED_PER_MINUTE rows a minute per sender: anyone can
+    send unsigned requests, and the table must not grow with them.
+    """
     webhook_id = request.headers.get("webhook-id", "")
+    sender = request.META.get("REMOTE_ADDR") or None
+    recent = RejectedDelivery.objects.filter(
+        remote_addr=sender, received_at__gte=timezone.now() - timedelta(minutes=1)
+    )
+    if recent.count() >= settings.OPOOLS_REJECTED_PER_MINUTE:
+        log.info("webhook refused: %s %s (not recorded: sender over its cap)", status, reason)
+        return JsonResponse({"error": reason}, status=status)
     RejectedDelivery.objects.create(
         status_code=status,
         reason=reason[:200],
         webhook_id=webhook_id if EVENT_RE.fullmatch(webhook_id) else "",
         body_size=len(body),
         body_sha256=hashlib.sha256(body).hexdigest(),
-        remote_addr=request.META.get("REMOTE_ADDR") or None,
+        remote_addr=sender,
     )
     log.info("webhook refused: %s %s", status, reason)
     return JsonResponse({"error": reason}, status=status)

@@ -235,6 +235,8 @@ OPOOLS_API_URL = env("OPOOLS_API_URL", "")
 OPOOLS_API_KEY = env("OPOOLS_API_KEY", "")
 # Seconds to wait for one answer of the status API (each try).
 OPOOLS_API_TIMEOUT = float(env("OPOOLS_API_TIMEOUT", "5"))
+# Refused webhook requests recorded per sender address and minute.
+OPOOLS_REJECTED_PER_MINUTE = int(env("OPOOLS_REJECTED_PER_MINUTE", "60"))
 # Largest webhook body accepted; larger is a 413 before anything is parsed.
 OPOOLS_WEBHOOK_MAX_BYTES = 256 * 1024
 # Replays may go to private and loopback addresses only when this is on

@@ -230,6 +230,12 @@ class RejectedDelivery(models.Model):
     body_sha256 = models.CharField(max_length=64)
     remote_addr = models.GenericIPAddressField(null=True)
 
+    class Meta:
+        indexes = [
+            # The cap on rows per sender: WHERE remote_addr = %s AND received_at > %s.
+            models.Index(fields=["remote_addr", "received_at"], name="rejected_sender_idx"),
+        ]
+
     def __str__(self):
         return f"{self.status_code} {self.reason}"
 

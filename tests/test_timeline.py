@@ -226,3 +226,20 @@ def test_the_live_refresh_asks_for_the_same_order_even_with_a_percent_in_its_id(
     page = agent.get("/orders/ptn_acme/o%2541/").content.decode()
 
     assert 'hx-get="/orders/ptn_acme/o%2541/"' in page
+
+
+def test_each_received_event_can_be_replayed_from_the_timeline(agent, scenarios):
+    data = timeline(agent, "scn_settled_ok")
+    event_id = next(i["ids"]["event"] for i in data["items"] if i["kind"] == "status")
+
+    page = agent.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
+
+    assert f'href="/events/{event_id}/replay"' in page
+
+
+def test_a_user_without_a_role_sees_no_action_buttons(client, scenarios, django_user_model):
+    client.force_login(django_user_model.objects.create_user("nobody", password="x" * 20))
+
+    page = client.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
+
+    assert "/replay" not in page and "/repoll" not in page

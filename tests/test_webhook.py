@@ -351,3 +351,15 @@ def test_a_body_without_content_length_is_411(client):
 
     assert response.status_code == 411
     assert not WebhookEvent.objects.exists()
+
+
+def test_refusals_are_recorded_up_to_a_cap_per_sender(client, settings):
+    settings.OPOOLS_REJECTED_PER_MINUTE = 2
+    wrong = "whsec_" + "QUJD" * 8
+
+    codes = [
+        post_event(client, envelopes.trade("reserved"), secret=wrong).status_code for _ in range(4)
+    ]
+
+    assert codes == [401, 401, 401, 401]
+    assert RejectedDelivery.objects.count() == 2
