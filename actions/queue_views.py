@@ -168,14 +168,7 @@ def _claim_answer(request, trade, refused=None):
 @permissions.require("queue.claim")
 def claim(request, transact_id):
     """``POST /queues/stuck/<transactId>/claim``: take a stuck trade (admins may take one over)."""
-    trade = get_trade_for_user(request.user, transact_id)
-    form = ClaimForm(request.POST)
-    reason = form.cleaned_data["reason"] if form.is_valid() else ""
-    try:
-        queue.claim(request.user, trade, reason)
-    except services.Refused as refused:
-        return _claim_answer(request, trade, str(refused))
-    return _claim_answer(request, trade)
+    return _change_claim(request, transact_id, queue.claim)
 
 
 @login_required
@@ -183,11 +176,15 @@ def claim(request, transact_id):
 @permissions.require("queue.claim")
 def unclaim(request, transact_id):
     """``POST /queues/stuck/<transactId>/unclaim``: let a claim go (yours, or any as admin)."""
+    return _change_claim(request, transact_id, queue.unclaim)
+
+
+def _change_claim(request, transact_id, change):
     trade = get_trade_for_user(request.user, transact_id)
     form = ClaimForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     try:
-        queue.unclaim(request.user, trade, reason)
+        change(request.user, trade, reason)
     except services.Refused as refused:
         return _claim_answer(request, trade, str(refused))
     return _claim_answer(request, trade)
