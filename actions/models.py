@@ -52,6 +52,17 @@ class Run(models.Model):
     def __str__(self):
         return f"{self.action} {self.target} ({self.state})"
 
+    TITLES = {
+        "trade.repoll": "Re-poll",
+        "event.replay": "Replay",
+        "bulk.repoll": "Bulk re-poll",
+        "bulk.replay": "Bulk replay of the latest state",
+    }
+
+    @property
+    def title(self):
+        return self.TITLES.get(self.action, self.action)
+
     @property
     def finished(self):
         return self.state in (self.State.DONE, self.State.FAILED)
