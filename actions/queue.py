@@ -267,6 +267,19 @@ def _is_admin(user):
     return role_of(user) == ADMIN
 
 
+def _audit_claim(user, trade, action, reason, refused, detail):
+    """The audit entry of a claim change, refused or done (inside its transaction)."""
+    audit.record(
+        actor=user,
+        action=action,
+        target=trade.transact_id,
+        order=trade.order,
+        reason=reason or DEFAULT_CLAIM_REASON,
+        result=Entry.Result.REFUSED if refused else Entry.Result.OK,
+        detail=refused or detail,
+    )
+
+
 def claim(user, trade, reason=""):
     """``user`` takes ``trade``. Returns whether anything changed.
 
@@ -296,15 +309,7 @@ def claim(user, trade, reason=""):
             held.save(update_fields=["user", "claimed_at"])
         else:
             Claim.objects.create(trade=trade, user=user)
-        audit.record(
-            actor=user,
-            action="queue.claim",
-            target=trade.transact_id,
-            order=trade.order,
-            reason=reason or DEFAULT_CLAIM_REASON,
-            result=Entry.Result.REFUSED if refused else Entry.Result.OK,
-            detail=refused or detail,
-        )
+        _audit_claim(user, trade, "queue.claim", reason, refused, detail)
     if refused:
         raise services.Refused(refused)
     return True
@@ -329,15 +334,7 @@ def unclaim(user, trade, reason=""):
             if held.user_id != user.pk:
                 detail = f"let go of {held.user.get_username()}'s claim"
             held.delete()
-        audit.record(
-            actor=user,
-            action="queue.unclaim",
-            target=trade.transact_id,
-            order=trade.order,
-            reason=reason or DEFAULT_CLAIM_REASON,
-            result=Entry.Result.REFUSED if refused else Entry.Result.OK,
-            detail=refused or detail,
-        )
+        _audit_claim(user, trade, "queue.unclaim", reason, refused, detail)
     if refused:
         raise services.Refused(refused)
     return True

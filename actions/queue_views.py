@@ -18,21 +18,14 @@ from django.views.decorators.vary import vary_on_headers
 from accounts.roles import ADMIN, role_of
 from browse.listings import Listing
 from browse.views import show_list
-from records.models import Pool, Trade
+from records.models import Pool
 
 from . import permissions, queue, services
 from .forms import ConfirmForm
 from .queue_forms import BULK_ACTIONS, BulkForm, ClaimForm, PoolSlaForm
+from .views import get_trade_for_user, submit
 
 SAMPLE = 10  # trades a dry run shows of the set
-
-
-def get_trade_for_user(user, transact_id):
-    """The one way a queue view reaches a trade from the URL (404 when unknown)."""
-    return get_object_or_404(
-        Trade.objects.select_related("order__partner", "pool", "claim__user"),
-        transact_id=transact_id,
-    )
 
 
 def get_pool_for_user(user, pool_id):
@@ -226,8 +219,9 @@ def _bulk(request, *, confirming):
     if confirming:
         form = ConfirmForm(request.POST)
         if form.is_valid():
-            try:
-                asked = queue.request_bulk(
+            answer, status = submit(
+                request,
+                lambda: queue.request_bulk(
                     request.user,
                     action,
                     ids,
@@ -235,22 +229,18 @@ def _bulk(request, *, confirming):
                     reason=form.cleaned_data["reason"],
                     drawn=form.cleaned_data["drawn"],
                     filters=filterset.params(),
-                )
-            except services.Refused as refused:
-                messages.error(request, str(refused))
-                status = refused.status
-                # The set as it is now, ready to confirm anew; the reason is kept.
-                form = ConfirmForm(
-                    initial={
-                        "key": services.new_key(),
-                        "drawn": current,
-                        "reason": form.cleaned_data["reason"],
-                    }
-                )
-            else:
-                if asked.repeated:
-                    messages.info(request, "Already submitted: this is the run that form started.")
-                return redirect("actions:run", pk=asked.run.pk)
+                ),
+            )
+            if answer:
+                return answer
+            # Refused: the set as it is now, ready to confirm anew; the reason is kept.
+            form = ConfirmForm(
+                initial={
+                    "key": services.new_key(),
+                    "drawn": current,
+                    "reason": form.cleaned_data["reason"],
+                }
+            )
         else:
             status = 400
     else:

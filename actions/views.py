@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Max
 from django.shortcuts import get_object_or_404, redirect, render
@@ -16,7 +17,8 @@ from .models import Run
 def get_trade_for_user(user, transact_id):
     """The one way a view reaches a trade from the URL (404 when unknown)."""
     return get_object_or_404(
-        Trade.objects.select_related("order__partner", "pool"), transact_id=transact_id
+        Trade.objects.select_related("order__partner", "pool", "claim__user"),
+        transact_id=transact_id,
     )
 
 
@@ -30,14 +32,31 @@ def get_run_for_user(user, pk):
     return get_object_or_404(Run.objects.select_related("order__partner", "user"), pk=pk)
 
 
-def _confirm(request, *, action, target, order, drawn, current, what, template_context, form=None):
-    """GET draws the confirm step; POST queues the run or says why not."""
+def submit(request, ask):
+    """Queue a confirmed run through ``ask()``: its progress page, or ``(None, status)``
+    with the refusal in the messages (nothing was run)."""
+    try:
+        asked = ask()
+    except services.Refused as refused:
+        messages.error(request, str(refused))
+        return None, refused.status
+    if asked.repeated:
+        messages.info(request, "Already submitted: this is the run that form started.")
+    return redirect("actions:run", pk=asked.run.pk), 200
+
+
+def _confirm(request, *, action, target, order, current, what, template_context):
+    """GET draws the confirm step (from the record as it is now); POST queues the
+    run or says why not."""
     status = 200
     if request.method == "POST":
         form = ConfirmForm(request.POST)
-        if form.is_valid():
-            try:
-                asked = services.request_run(
+        if not form.is_valid():
+            status = 400
+        else:
+            answer, status = submit(
+                request,
+                lambda: services.request_run(
                     request.user,
                     action,
                     target,
@@ -46,18 +65,12 @@ def _confirm(request, *, action, target, order, drawn, current, what, template_c
                     drawn=form.cleaned_data["drawn"],
                     current=current,
                     order=order,
-                )
-            except services.Refused as refused:
-                messages.error(request, str(refused))
-                status = refused.status
-            else:
-                if asked.repeated:
-                    messages.info(request, "Already submitted: this is the run that form started.")
-                return redirect("actions:run", pk=asked.run.pk)
-        else:
-            status = 400
+                ),
+            )
+            if answer:
+                return answer
     else:
-        form = ConfirmForm(initial={"key": services.new_key(), "drawn": drawn})
+        form = ConfirmForm(initial={"key": services.new_key(), "drawn": current})
     context = {"form": form, "action": action, "target": target, "order": order, "what": what}
     return render(request, "actions/confirm.html", context | template_context, status=status)
 
@@ -67,10 +80,6 @@ def _confirm(request, *, action, target, order, drawn, current, what, template_c
 def repoll_trade(request, transact_id):
     """``POST /trades/<transactId>/repoll``: ask 0Pools for the authoritative status."""
     trade = get_trade_for_user(request.user, transact_id)
-    current = services.trade_version(trade)
-    drawn = request.POST.get("drawn", current)
-    from django.conf import settings
-
     api_host = host_of(settings.OPOOLS_API_URL) or "(OPOOLS_API_URL is not set)"
     what = [
         f"Ask 0Pools ({api_host}) for the status of trade {trade.transact_id}.",
@@ -83,8 +92,7 @@ def repoll_trade(request, transact_id):
         action="trade.repoll",
         target=trade.transact_id,
         order=trade.order,
-        drawn=drawn,
-        current=current,
+        current=services.trade_version(trade),
         what=what,
         template_context={"trade": trade},
     )
@@ -95,8 +103,6 @@ def repoll_trade(request, transact_id):
 def replay_event(request, event_id):
     """``POST /events/<eventId>/replay``: re-deliver a stored event to its partner."""
     event = get_event_for_user(request.user, event_id)
-    current = services.event_version(event)
-    drawn = request.POST.get("drawn", current)
     endpoint = Endpoint.objects.filter(partner__partner_id=event.partner_id).first()
     secrets = SigningSecret.objects.active().filter(partner__partner_id=event.partner_id).count()
     previous = DeliveryAttempt.objects.filter(event_id=event.event_id).aggregate(n=Max("attempt"))[
@@ -120,8 +126,7 @@ def replay_event(request, event_id):
         action="event.replay",
         target=event.event_id,
         order=event.order,
-        drawn=drawn,
-        current=current,
+        current=services.event_version(event),
         what=what,
         template_context={"event": event, "problems": problems},
     )

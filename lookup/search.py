@@ -108,7 +108,6 @@ class Result:
     redirect: str = ""
     kind_guess: str = ""
     hints: list = field(default_factory=list)
-    tokens: list = field(default_factory=list)
 
     @property
     def exact_single(self):
@@ -190,7 +189,7 @@ def extract(raw):
         if token and token not in tokens:
             tokens.append(token)
     tokens = tokens[:MAX_TOKENS]
-    result = Result(query=raw.strip(), tokens=[t for t in tokens if t in shaped])
+    result = Result(query=raw.strip())
     found = list(_identifiers().filter(value__in=tokens)[: MAX_MATCHES * 4])
     result.hits, result.waiting = _group(found, lambda v: "exact")
     _attach_latest_trades(result.hits)

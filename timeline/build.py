@@ -144,18 +144,20 @@ def _iso(moment):
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
-def _money(value, currency):
-    """``100.000000000000000000`` -> ``100.00 EUR``: at least two decimals, no trailing zeros."""
-    if value is None:
-        return ""
+def _decimal_text(value):
+    """``100.000000000000000000`` -> ``100.00``: at least two decimals, no trailing zeros."""
     whole, _, fraction = f"{value.normalize():f}".partition(".")
-    return f"{whole}.{fraction.ljust(2, '0')} {currency}"
+    return f"{whole}.{fraction.ljust(2, '0')}"
+
+
+def _money(value, currency):
+    return "" if value is None else f"{_decimal_text(value)} {currency}"
 
 
 def _amount_json(value, currency):
     if value is None:
         return None
-    return {"value": _money(value, currency).split(" ")[0], "currency": currency}
+    return {"value": _decimal_text(value), "currency": currency}
 
 
 def _trade_json(trade):
