@@ -30,6 +30,7 @@ from audit import log as audit
 from audit.models import Entry
 from browse.filters import livemode_filter, partner_filter, pool_filter
 from browse.listings import timeline_url
+from lib.formats import duration
 from records.models import DeliveryAttempt, Pool, Trade, WebhookEvent
 
 from . import services
@@ -146,16 +147,6 @@ def age_histogram(queryset, now=None):
 # --- one page of the queue ------------------------------------------------------
 
 
-def age_text(delta):
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 120:
-        return f"{minutes} min"
-    hours = minutes // 60
-    if hours < 48:
-        return f"{hours} h {minutes % 60} min"
-    return f"{hours // 24} d {hours % 24} h"
-
-
 def last_polls(transact_ids):
     """transact_id -> its newest status read (a ``poll`` event), one query.
 
@@ -200,14 +191,14 @@ def decorate(rows, now=None):
     for trade in rows:
         order = trade.order
         trade.timeline = timeline_url(order.partner.partner_id, order.partner_reference)
-        trade.age = age_text(now - trade.reserved_at) if trade.reserved_at else ""
+        trade.age = duration(now - trade.reserved_at, smallest="min") if trade.reserved_at else ""
         trade.holder = getattr(trade, "claim", None)  # select_related("claim__user")
         trade.last_poll = polls.get(trade.transact_id)
         trade.last_delivery = deliveries.get(trade.transact_id)
         for done in (trade.last_poll, trade.last_delivery):
             if done is not None:
                 moment = getattr(done, "created_at", None) or done.attempted_at
-                done.ago = age_text(now - moment)
+                done.ago = duration(now - moment, smallest="min")
 
 
 def last_scheduled_repoll():

@@ -15,12 +15,13 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
+from accounts import permissions
 from accounts.roles import ADMIN, role_of
 from browse.listings import Listing
 from browse.views import show_list
 from records.models import Pool
 
-from . import permissions, queue, services
+from . import queue, services
 from .forms import ConfirmForm
 from .queue_forms import BULK_ACTIONS, BulkForm, ClaimForm, PoolSlaForm
 from .views import get_trade_for_user, submit

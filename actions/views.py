@@ -5,11 +5,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts import permissions
 from partners.models import Endpoint, SigningSecret
 from partners.services import host_of
 from records.models import DeliveryAttempt, Trade, WebhookEvent
 
-from . import permissions, services
+from . import services
 from .forms import ConfirmForm
 from .models import Run
 

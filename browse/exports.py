@@ -7,7 +7,7 @@ from decimal import Decimal
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from .formats import amount, rfc3339
+from lib.formats import amount, rfc3339
 
 # A spreadsheet runs a cell that starts with one of these as a formula.
 # Partner order ids and idempotency keys are partner-chosen text, so they can.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
+from lib.formats import rfc3339
 from records import ids
 
 PARTNER_RE = ids.PATTERNS["partner"]
@@ -295,7 +296,7 @@ class Envelope:
         return {
             "id": self.event_id,
             "type": self.type,
-            "createdAt": _rfc3339(self.created_at),
+            "createdAt": rfc3339(self.created_at),
             "livemode": self.livemode,
             "data": self.data,
         }
@@ -317,10 +318,6 @@ class Envelope:
 
 def parse_time(value):
     return datetime.fromisoformat(value).astimezone(UTC)
-
-
-def _rfc3339(moment):
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 _MODE_IDS = {

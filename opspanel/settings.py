@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "records",
+    "lib",
     "ingest",
     "accounts",
     "lookup",

@@ -14,10 +14,9 @@ import orjson
 from django.utils import timezone
 
 from audit.models import Entry
+from lib.formats import amount_json, duration, money, rfc3339_or_none, utc_text
 from records import states
 from records.models import DeliveryAttempt, LedgerEntry, Quote, StatusChange, Trade, WebhookEvent
-
-from .templatetags.timeline_tags import duration
 
 # A timeline longer than this shows its newest items and says so.
 MAX_EVENTS = 1000
@@ -56,11 +55,11 @@ class Item:
 
     def as_json(self):
         return {
-            "at": _iso(self.at),
+            "at": rfc3339_or_none(self.at),
             "kind": self.kind,
             "summary": self.title + (f" — {self.detail}" if self.detail else ""),
             "ids": self.ids,
-            "learnedAt": _iso(self.learned_at),
+            "learnedAt": rfc3339_or_none(self.learned_at),
             "source": self.source or None,
             "flag": self.flag or None,
         }
@@ -93,8 +92,8 @@ class Clock:
     def as_json(self):
         return {
             "name": self.name,
-            "start": _iso(self.start),
-            "end": _iso(self.end),
+            "start": rfc3339_or_none(self.start),
+            "end": rfc3339_or_none(self.end),
             "state": self.state,
             "seconds": self.duration.total_seconds() if self.duration is not None else None,
             "note": self.note or None,
@@ -126,8 +125,8 @@ class Timeline:
                 "partnerId": order.partner.partner_id,
                 "partnerReference": order.partner_reference,
                 "livemode": order.livemode,
-                "firstSeenAt": _iso(order.first_seen_at),
-                "lastActivityAt": _iso(order.last_activity_at),
+                "firstSeenAt": rfc3339_or_none(order.first_seen_at),
+                "lastActivityAt": rfc3339_or_none(order.last_activity_at),
                 "trade": _trade_json(trade) if trade else None,
                 "trades": [t.transact_id for t in self.trades],
                 "quotes": [q.quote_id for q in self.quotes],
@@ -140,38 +139,18 @@ class Timeline:
         }
 
 
-def _iso(moment):
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-def _decimal_text(value):
-    """``100.000000000000000000`` -> ``100.00``: at least two decimals, no trailing zeros."""
-    whole, _, fraction = f"{value.normalize():f}".partition(".")
-    return f"{whole}.{fraction.ljust(2, '0')}"
-
-
-def _money(value, currency):
-    return "" if value is None else f"{_decimal_text(value)} {currency}"
-
-
-def _amount_json(value, currency):
-    if value is None:
-        return None
-    return {"value": _decimal_text(value), "currency": currency}
-
-
 def _trade_json(trade):
     return {
         "transactId": trade.transact_id,
         "status": trade.status,
-        "statusAt": _iso(trade.status_at),
+        "statusAt": rfc3339_or_none(trade.status_at),
         "failureCode": trade.failure_code or None,
         "poolId": trade.pool.pool_id,
         "network": trade.network,
-        "amount": _amount_json(trade.amount_value, trade.amount_currency),
-        "deliverAmount": _amount_json(trade.deliver_value, trade.deliver_currency),
-        "reservedAt": _iso(trade.reserved_at),
-        "finalAt": _iso(trade.final_at),
+        "amount": amount_json(trade.amount_value, trade.amount_currency),
+        "deliverAmount": amount_json(trade.deliver_value, trade.deliver_currency),
+        "reservedAt": rfc3339_or_none(trade.reserved_at),
+        "finalAt": rfc3339_or_none(trade.final_at),
     }
 
 
@@ -422,7 +401,7 @@ def _clocks(trade, quotes, events, now):
             end, state = None, "running"
         note = quote.quote_id
         if quote.expires_at:
-            note += f", expiresAt {_iso(quote.expires_at)}"
+            note += f", expiresAt {rfc3339_or_none(quote.expires_at)}"
         clocks.append(Clock("quote", quote.created_at, end, state, note))
     if trade:
         accepted = next((q for q in quotes if q.quote_id == trade.quote_id and q.accepted_at), None)
@@ -493,8 +472,8 @@ def _flags(trades, changes, ledger, deliveries, events, now):
                         "amount_mismatch",
                         "Amount mismatch between trade and ledger",
                         f"{entry.ledger_id} posts "
-                        f"{_money(entry.amount_value, entry.amount_currency)}; "
-                        f"{tid} delivers {_money(*expected)}.",
+                        f"{money(entry.amount_value, entry.amount_currency)}; "
+                        f"{tid} delivers {money(*expected)}.",
                     )
                 )
         if trade.status == states.RETURNED and not any(
@@ -554,10 +533,6 @@ def _flags(trades, changes, ledger, deliveries, events, now):
     return flags
 
 
-def _time(moment):
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "an unknown time"
-
-
 def _summary(order, trade, quotes):
     """Plain sentences in partner terms, safe to paste to the partner."""
     sentences = [f"Order {order.partner_reference}:"]
@@ -566,10 +541,10 @@ def _summary(order, trade, quotes):
     if trade is None:
         sentences.append("No trade was made for this order.")
         return " ".join(sentences)
-    amount = _money(trade.amount_value, trade.amount_currency)
+    amount = money(trade.amount_value, trade.amount_currency)
     sentences.append(
         f"Trade {trade.transact_id} for {amount} on {trade.network} was accepted at "
-        f"{_time(trade.reserved_at or trade.created_at)}."
+        f"{utc_text(trade.reserved_at or trade.created_at)}."
     )
     if trade.status == states.RESERVED:
         sentences.append(
@@ -577,48 +552,49 @@ def _summary(order, trade, quotes):
         )
     elif trade.status == states.SETTLED:
         delivered = (
-            f" {_money(trade.deliver_value, trade.deliver_currency)} was delivered."
+            f" {money(trade.deliver_value, trade.deliver_currency)} was delivered."
             if trade.deliver_value is not None
             else ""
         )
-        sentences.append(f"It settled at {_time(trade.final_at or trade.status_at)}.{delivered}")
+        sentences.append(f"It settled at {utc_text(trade.final_at or trade.status_at)}.{delivered}")
     elif trade.status == states.FAILED:
         sentences.append(
-            f"It failed at {_time(trade.status_at)}; no funds were delivered "
+            f"It failed at {utc_text(trade.status_at)}; no funds were delivered "
             "and the refund process applies."
         )
     elif trade.status == states.RELEASED:
         sentences.append(
-            f"It was released at {_time(trade.status_at)}: nothing was delivered "
+            f"It was released at {utc_text(trade.status_at)}: nothing was delivered "
             "and the user may try again."
         )
     else:
-        sentences.append(f"It settled and was later returned at {_time(trade.status_at)}.")
+        sentences.append(f"It settled and was later returned at {utc_text(trade.status_at)}.")
     return " ".join(sentences)
 
 
 def _quote_sentence(quotes):
     parts = []
     for quote in quotes:
-        amount = _money(quote.amount_value, quote.amount_currency)
+        amount = money(quote.amount_value, quote.amount_currency)
         if quote.status == Quote.Status.UNAVAILABLE:
             parts.append(
                 f"a quote for {amount} on {quote.network} was unavailable "
-                f"at {_time(quote.created_at)}"
+                f"at {utc_text(quote.created_at)}"
             )
         elif quote.status == Quote.Status.ACCEPTED:
             parts.append(
                 f"quote {quote.quote_id} for {amount} on {quote.network} "
-                f"was accepted at {_time(quote.accepted_at)}"
+                f"was accepted at {utc_text(quote.accepted_at)}"
             )
         elif quote.status == Quote.Status.EXPIRED or quote.expired_at:
             parts.append(
-                f"quote {quote.quote_id} expired at {_time(quote.expires_at or quote.expired_at)}"
+                f"quote {quote.quote_id} expired at "
+                f"{utc_text(quote.expires_at or quote.expired_at)}"
             )
         else:
             parts.append(
-                f"quote {quote.quote_id} for {amount} was given at {_time(quote.created_at)}"
-                + (f", valid until {_time(quote.expires_at)}" if quote.expires_at else "")
+                f"quote {quote.quote_id} for {amount} was given at {utc_text(quote.created_at)}"
+                + (f", valid until {utc_text(quote.expires_at)}" if quote.expires_at else "")
             )
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."

@@ -1,3 +1,5 @@
+"""``{% load formats %}``: ``lib.formats`` in templates."""
+
 from datetime import UTC
 
 from django import template
@@ -5,7 +7,7 @@ from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from browse import formats
+from lib import formats
 
 register = template.Library()
 
@@ -26,6 +28,12 @@ def utc(moment):
 @register.filter
 def amount(value):
     return formats.amount(value)
+
+
+@register.filter
+def duration(delta):
+    """A timedelta as "14 s", "3 min 5 s", "2 h 4 min", "3 days 2 h"."""
+    return formats.duration(delta)
 
 
 @register.filter

@@ -1,11 +1,11 @@
 from django import template
 
-from actions import permissions
+from accounts import permissions
 
 register = template.Library()
 
 
 @register.filter
-def can(user, action):
+def can(user, what):
     """``{% if user|can:"trade.repoll" %}``: the permission matrix, in templates."""
-    return permissions.can(user, action)
+    return permissions.can(user, what)

@@ -1,0 +1,85 @@
+"""Who may read what and do which guarded action: the whole matrix, in one place.
+
+``Action`` is the one vocabulary of what people do in the panel: the names
+runs, audit entries, the timeline and this matrix use. ``Read`` names what
+people look at. Every view names exactly one of them on its face with
+``require``; a signed-in user without a role may do and read nothing.
+"""
+
+from functools import wraps
+
+from django.core.exceptions import PermissionDenied
+from django.db import models
+
+from .roles import ADMIN, OPERATIONS, SUPPORT, role_of
+
+
+class Action(models.TextChoices):
+    """A guarded action, as the audit log names it (namespaced) and a person reads it."""
+
+    TRADE_REPOLL = "trade.repoll", "Re-poll"
+    EVENT_REPLAY = "event.replay", "Replay"
+    BULK_REPOLL = "bulk.repoll", "Bulk re-poll"
+    BULK_REPLAY = "bulk.replay", "Bulk replay of the latest state"
+    QUEUE_CLAIM = "queue.claim", "Claimed"
+    QUEUE_UNCLAIM = "queue.unclaim", "Unclaimed"
+    QUEUE_TAKE_OVER = "queue.take_over", "Took over a claim"
+    POOL_SLA = "pool.sla", "Pool SLA change"
+    PARTNER_SET_ENDPOINT = "partner.set_endpoint", "Endpoint change"
+    PARTNER_ROTATE_SECRET = "partner.rotate_secret", "Secret rotation"
+
+
+class Read(models.TextChoices):
+    """What a page shows."""
+
+    RECORDS = "read.records", "search, timelines and the lists of records"
+    QUEUE = "read.queue", "the stuck queue"
+    AUDIT = "read.audit", "the audit log"
+    RUN = "read.run", "the progress of an action run"
+
+
+EVERYONE = frozenset({SUPPORT, OPERATIONS, ADMIN})
+
+MATRIX = {
+    Read.RECORDS: EVERYONE,
+    Read.QUEUE: EVERYONE,
+    Read.AUDIT: EVERYONE,
+    Read.RUN: EVERYONE,
+    Action.TRADE_REPOLL: EVERYONE,
+    Action.EVENT_REPLAY: EVERYONE,
+    Action.BULK_REPOLL: {OPERATIONS, ADMIN},
+    Action.BULK_REPLAY: {OPERATIONS, ADMIN},
+    # Claiming and letting go are one permission; taking over someone
+    # else's claim (or letting it go for them) is an admin's.
+    Action.QUEUE_CLAIM: {OPERATIONS, ADMIN},
+    Action.QUEUE_UNCLAIM: {OPERATIONS, ADMIN},
+    Action.QUEUE_TAKE_OVER: {ADMIN},
+    Action.POOL_SLA: {OPERATIONS, ADMIN},
+    Action.PARTNER_SET_ENDPOINT: {ADMIN},
+    Action.PARTNER_ROTATE_SECRET: {ADMIN},
+}
+
+
+def can(user, what):
+    return user.is_authenticated and role_of(user) in MATRIX[what]
+
+
+def require(*what):
+    """View guard: 403 and nothing happens for anyone the matrix does not give
+    every one of ``what``."""
+    unknown = [w for w in what if w not in MATRIX]
+    if not what or unknown:
+        raise ValueError(f"unknown permission {unknown or what!r}")
+
+    def decorator(view):
+        @wraps(view)
+        def guarded(request, *args, **kwargs):
+            for each in what:
+                if not can(request.user, each):
+                    raise PermissionDenied(f"your role may not do {each}")
+            return view(request, *args, **kwargs)
+
+        guarded.permissions = what
+        return guarded
+
+    return decorator

@@ -1,0 +1,69 @@
+"""How the panel writes times, money and durations: the same text on a page,
+in a CSV, in JSON and in the support-safe summary."""
+
+from datetime import UTC
+
+
+def rfc3339(moment):
+    """``2026-06-28T20:15:03Z``: the contract's own time format, always UTC; "" for None."""
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def rfc3339_or_none(moment):
+    """``rfc3339`` for JSON, where a missing time is ``null``."""
+    return rfc3339(moment) or None
+
+
+def utc_text(moment, missing="an unknown time"):
+    """``2026-06-28 20:15:03 UTC``: a time as a person reads it."""
+    if moment is None:
+        return missing
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def amount(value):
+    """A decimal as the contract writes it: plain digits, at least two decimals.
+
+    The columns keep 18 decimal places; ``Decimal("100.000000000000000000")``
+    reads ``100.00``, ``0.000120000`` reads ``0.00012``. Never an exponent.
+    """
+    if value is None:
+        return ""
+    text = format(value, "f")
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def money(value, currency):
+    """``100.00 EUR``; "" when there is no amount."""
+    return "" if value is None else f"{amount(value)} {currency}"
+
+
+def amount_json(value, currency):
+    """The contract's amount object, or None."""
+    if value is None:
+        return None
+    return {"value": amount(value), "currency": currency}
+
+
+def duration(delta, *, smallest="s"):
+    """A timedelta as "14 s", "3 min 5 s", "2 h 4 min", "3 days 2 h".
+
+    ``smallest="min"`` drops the seconds ("3 min"), for ages in a work queue
+    where seconds are noise.
+    """
+    seconds = int(delta.total_seconds())
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    minutes, seconds = divmod(seconds, 60)
+    if smallest == "s" and minutes == 0:
+        return f"{sign}{seconds} s"
+    if minutes < 60:
+        return f"{sign}{minutes} min" + (f" {seconds} s" if smallest == "s" else "")
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{sign}{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{sign}{days} days {hours} h"
