@@ -23,7 +23,7 @@ from audit import log as audit
 from audit.models import Entry
 from ingest import pipeline
 from ingest.contract import ContractError, parse_envelope
-from ingest.tasks import send_on_commit
+from lib.tasks import send_on_commit
 from partners.models import SigningSecret
 from records.models import DeliveryAttempt, Partner, Trade, WebhookEvent
 

@@ -27,19 +27,6 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 
 
-def send_on_commit(task, *args):
-    """Send ``task`` after commit; a broker that is down is logged, not raised.
-
-    The webhook has stored the event already, so the sweep will apply it.
-    """
-
-    def send():
-        task.delay(*args)
-
-    send.__qualname__ = f"send {task.name}"  # named in the log when it fails
-    transaction.on_commit(send, robust=True)
-
-
 def ping_broker():
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)

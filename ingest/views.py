@@ -12,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from lib.tasks import send_on_commit
 from records.models import RejectedDelivery
 
 from . import pipeline, tasks
@@ -82,7 +83,7 @@ def receive_webhook(request):
     with transaction.atomic():
         (stored,) = pipeline.store([envelope], "webhook", verified_with=secret.label)
         if not stored.duplicate:
-            tasks.send_on_commit(tasks.process_event, stored.pk)
+            send_on_commit(tasks.process_event, stored.pk)
     return JsonResponse(
         {"id": stored.event_id, "duplicate": stored.duplicate},
         status=200 if stored.duplicate else 202,
