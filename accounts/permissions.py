@@ -64,6 +64,12 @@ def can(user, what):
     return user.is_authenticated and role_of(user) in MATRIX[what]
 
 
+def _refusal(what):
+    if isinstance(what, Read):
+        return f"Your role may not see {what.label}."
+    return f"Your role may not do this ({what.label.lower()}, {what.value})."
+
+
 def require(*what):
     """View guard: 403 and nothing happens for anyone the matrix does not give
     every one of ``what``."""
@@ -76,7 +82,7 @@ def require(*what):
         def guarded(request, *args, **kwargs):
             for each in what:
                 if not can(request.user, each):
-                    raise PermissionDenied(f"your role may not do {each}")
+                    raise PermissionDenied(_refusal(each))
             return view(request, *args, **kwargs)
 
         guarded.permissions = what

@@ -2,7 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from records.models import Order, Trade
+from accounts.permissions import Action
+from records.models import Order
 
 
 class Run(models.Model):
@@ -24,7 +25,7 @@ class Run(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
     )
-    action = models.CharField(max_length=40)
+    action = models.CharField(max_length=40, choices=Action.choices)
     target = models.CharField(max_length=255)
     order = models.ForeignKey(Order, null=True, on_delete=models.PROTECT, related_name="+")
     reason = models.TextField(blank=True)
@@ -34,7 +35,6 @@ class Run(models.Model):
     total = models.PositiveIntegerField(default=1)
     done = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
-    summary = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     # Heartbeat: moves with every item done, so a run that stopped moving
     # (its worker died) can be told from a long one.
@@ -52,16 +52,9 @@ class Run(models.Model):
     def __str__(self):
         return f"{self.action} {self.target} ({self.state})"
 
-    TITLES = {
-        "trade.repoll": "Re-poll",
-        "event.replay": "Replay",
-        "bulk.repoll": "Bulk re-poll",
-        "bulk.replay": "Bulk replay of the latest state",
-    }
-
     @property
     def title(self):
-        return self.TITLES.get(self.action, self.action)
+        return self.get_action_display()
 
     @property
     def finished(self):
@@ -70,14 +63,3 @@ class Run(models.Model):
     @property
     def percent(self):
         return int(100 * (self.done + self.failed) / self.total) if self.total else 100
-
-
-class Claim(models.Model):
-    """Who in operations is looking at a stuck trade."""
-
-    trade = models.OneToOneField(Trade, on_delete=models.CASCADE, related_name="claim")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    claimed_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self):
-        return f"{self.trade} claimed by {self.user}"

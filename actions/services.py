@@ -2,10 +2,11 @@
 
 ``request_run`` is what a confirmed form calls, in the request: it checks
 the rate limit, the idempotency key and that the record has not changed
-since the page was drawn, then queues a ``Run`` whose task is sent on
-commit. ``carry_out`` is what the task calls: the network I/O happens
-outside any transaction, then the effect, its audit entry and the run's
-progress are written in one transaction per item.
+since the page was drawn, then queues a ``Run``; its caller sends the run's
+task on commit (``actions.tasks.carry_out_run``). ``carry_out`` is what the
+task calls: the network I/O happens outside any transaction, then the
+effect, its audit entry and the run's progress are written in one
+transaction per item. Services never import tasks.
 """
 
 import logging
@@ -19,12 +20,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from accounts.permissions import Action
 from audit import log as audit
 from audit.models import Entry
 from ingest import pipeline
 from ingest.contract import ContractError, parse_envelope
-from lib.tasks import send_on_commit
+from outbound.guard import guarded_client
+from outbound.signing import deliver
 from partners.models import SigningSecret
+from partners.services import host_of
 from records.models import DeliveryAttempt, Partner, Trade, WebhookEvent
 
 from . import upstream
@@ -109,9 +113,6 @@ def request_run(
                 params=params or {},
                 total=total,
             )
-            from . import tasks  # the task module imports this one
-
-            send_on_commit(tasks.carry_out_run, run.pk)
     except IntegrityError:  # the same key, submitted twice at once
         existing = Run.objects.get(key=key)
         return Requested(_same_request(existing, user, action, target), repeated=True)
@@ -129,12 +130,7 @@ def _same_request(run, user, action, target):
 
 def carry_out(run):
     """Do what ``run`` asks, item by item. Safe to call twice: see ``tasks``."""
-    if run.action in ("trade.repoll", "bulk.repoll"):
-        step = repoll
-    elif run.action in ("event.replay", "bulk.replay"):
-        step = replay_latest if run.action == "bulk.replay" else replay
-    else:
-        raise ValueError(f"unknown action {run.action}")
+    step = STEPS[run.action]
     targets = run.params.get("targets") or [run.target]
     for target in targets[run.done + run.failed :]:
         try:
@@ -195,7 +191,7 @@ def repoll(transact_id, run):
             )
         audit.record(
             **_actor(run),
-            action="trade.repoll",
+            action=Action.TRADE_REPOLL,
             target=transact_id,
             order=trade.order if trade else None,
             reason=run.reason,
@@ -245,7 +241,7 @@ def replay_latest(transact_id, run):
         with transaction.atomic():
             audit.record(
                 **_actor(run),
-                action="event.replay",
+                action=Action.EVENT_REPLAY,
                 target=transact_id,
                 order=trade.order if trade else None,
                 reason=run.reason,
@@ -259,9 +255,6 @@ def replay_latest(transact_id, run):
 
 def replay(event_id, run):
     """Re-deliver a stored event to its partner: same id, fresh timestamp, signed."""
-    from outbound.guard import guarded_client
-    from outbound.signing import deliver
-
     event = WebhookEvent.objects.select_related("order").get(event_id=event_id)
     partner = Partner.objects.select_related("endpoint").get(partner_id=event.partner_id)
     endpoint = getattr(partner, "endpoint", None)
@@ -277,41 +270,40 @@ def replay(event_id, run):
         with guarded_client(allow_private=settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE) as client:
             delivery = deliver(client, endpoint.url, event.event_id, body, signing)
         detail = _delivery_text(delivery, endpoint.url)
+    delivered = delivery is not None and delivery.succeeded
     with transaction.atomic():
         if delivery is not None:
-            attempt = (
-                DeliveryAttempt.objects.filter(event_id=event.event_id).aggregate(n=Max("attempt"))[
-                    "n"
-                ]
-                or 0
-            ) + 1
-            DeliveryAttempt.objects.create(
-                event_id=event.event_id,
-                partner=partner,
-                attempt=attempt,
-                response_status=delivery.status_code,
-                duration_ms=delivery.duration_ms,
-                outcome=delivery.outcome,
-                attempted_at=timezone.now(),
-            )
+            record_replay_attempt(event, partner, delivery)
         audit.record(
             **_actor(run),
-            action="event.replay",
+            action=Action.EVENT_REPLAY,
             target=event.event_id,
             order=event.order,
             reason=run.reason,
-            result=Entry.Result.OK
-            if delivery and delivery.outcome == "succeeded"
-            else Entry.Result.FAILED,
+            result=Entry.Result.OK if delivered else Entry.Result.FAILED,
             detail=detail,
             run_id=run.pk,
         )
-        return _count(run, ok=bool(delivery and delivery.outcome == "succeeded"))
+        return _count(run, ok=delivered)
+
+
+def record_replay_attempt(event, partner, delivery):
+    """The one writer of the panel's own delivery attempts (a replay's POST);
+    the pipeline writes those 0Pools reports. Call it in the replay's
+    transaction, beside its audit entry."""
+    last = DeliveryAttempt.objects.filter(event_id=event.event_id).aggregate(n=Max("attempt"))
+    return DeliveryAttempt.objects.create(
+        event_id=event.event_id,
+        partner=partner,
+        attempt=(last["n"] or 0) + 1,
+        response_status=delivery.status_code,
+        duration_ms=delivery.duration_ms,
+        outcome=delivery.outcome,
+        attempted_at=timezone.now(),
+    )
 
 
 def _delivery_text(delivery, url):
-    from partners.services import host_of
-
     where = host_of(url)
     if delivery.status_code is not None:
         text = f"{where} answered {delivery.status_code} in {delivery.duration_ms} ms"
@@ -320,3 +312,12 @@ def _delivery_text(delivery, url):
     if delivery.error:
         text += f" ({delivery.error})"
     return text
+
+
+# What each action does to one of its targets.
+STEPS = {
+    Action.TRADE_REPOLL: repoll,
+    Action.BULK_REPOLL: repoll,
+    Action.EVENT_REPLAY: replay,
+    Action.BULK_REPLAY: replay_latest,
+}

@@ -64,34 +64,3 @@ def resume_stalled_runs():
     for pk in unsent:
         carry_out_run.delay(pk)
     return len(stalled) + len(unsent)
-
-
-@shared_task(acks_late=True)
-def repoll_stuck_trades(limit=500):
-    """Beat: re-poll every trade stuck past its pool's SLA, as one scheduled run."""
-    from .queue import stuck_trades
-
-    now = timezone.now()
-    if Run.objects.filter(
-        user=None,
-        action="bulk.repoll",
-        state=Run.State.RUNNING,
-        updated_at__gte=now - STALLED_AFTER,
-    ).exists():
-        return 0  # the previous scheduled run is still going
-    targets = list(stuck_trades().values_list("transact_id", flat=True)[:limit])
-    run = Run.objects.create(
-        key=f"schedule-{now.isoformat()}",
-        user=None,
-        action="bulk.repoll",
-        target=f"{len(targets)} stuck trades (scheduled)",
-        reason="scheduled re-poll of trades stuck past their pool SLA",
-        params={"targets": targets, "scheduled": True},
-        total=len(targets),
-        state=Run.State.RUNNING,
-    )
-    if targets:
-        services.carry_out(run)
-    else:
-        Run.objects.filter(pk=run.pk).update(state=Run.State.DONE, finished_at=timezone.now())
-    return len(targets)

@@ -5,12 +5,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from accounts import permissions
+from accounts.permissions import Action, Read, require
+from audit.models import Entry
+from lib.tasks import send_on_commit
 from partners.models import Endpoint, SigningSecret
 from partners.services import host_of
 from records.models import DeliveryAttempt, Trade, WebhookEvent
 
-from . import services
+from . import services, tasks
 from .forms import ConfirmForm
 from .models import Run
 
@@ -34,8 +36,9 @@ def get_run_for_user(user, pk):
 
 
 def submit(request, ask):
-    """Queue a confirmed run through ``ask()``: its progress page, or ``(None, status)``
-    with the refusal in the messages (nothing was run)."""
+    """Queue a confirmed run through ``ask()`` and send its task on commit: its
+    progress page, or ``(None, status)`` with the refusal in the messages
+    (nothing was run)."""
     try:
         asked = ask()
     except services.Refused as refused:
@@ -43,10 +46,12 @@ def submit(request, ask):
         return None, refused.status
     if asked.repeated:
         messages.info(request, "Already submitted: this is the run that form started.")
+    else:
+        send_on_commit(tasks.carry_out_run, asked.run.pk)
     return redirect("actions:run", pk=asked.run.pk), 200
 
 
-def _confirm(request, *, action, target, order, current, what, template_context):
+def _confirm(request, *, action, target_kind, target, order, current, what, template_context):
     """GET draws the confirm step (from the record as it is now); POST queues the
     run or says why not."""
     status = 200
@@ -72,12 +77,20 @@ def _confirm(request, *, action, target, order, current, what, template_context)
                 return answer
     else:
         form = ConfirmForm(initial={"key": services.new_key(), "drawn": current})
-    context = {"form": form, "action": action, "target": target, "order": order, "what": what}
+    context = {
+        "form": form,
+        "action": action,
+        # "re-poll trade", "replay event": the action's title and what it acts on.
+        "heading": f"{action.label.lower()} {target_kind}",
+        "target": target,
+        "order": order,
+        "what": what,
+    }
     return render(request, "actions/confirm.html", context | template_context, status=status)
 
 
+@require(Action.TRADE_REPOLL)
 @require_http_methods(["GET", "POST"])
-@permissions.require("trade.repoll")
 def repoll_trade(request, transact_id):
     """``POST /trades/<transactId>/repoll``: ask 0Pools for the authoritative status."""
     trade = get_trade_for_user(request.user, transact_id)
@@ -90,7 +103,8 @@ def repoll_trade(request, transact_id):
     ]
     return _confirm(
         request,
-        action="trade.repoll",
+        action=Action.TRADE_REPOLL,
+        target_kind="trade",
         target=trade.transact_id,
         order=trade.order,
         current=services.trade_version(trade),
@@ -99,8 +113,8 @@ def repoll_trade(request, transact_id):
     )
 
 
+@require(Action.EVENT_REPLAY)
 @require_http_methods(["GET", "POST"])
-@permissions.require("event.replay")
 def replay_event(request, event_id):
     """``POST /events/<eventId>/replay``: re-deliver a stored event to its partner."""
     event = get_event_for_user(request.user, event_id)
@@ -124,7 +138,8 @@ def replay_event(request, event_id):
         problems.append(f"{event.partner_id} has no signing secret: the replay will fail.")
     return _confirm(
         request,
-        action="event.replay",
+        action=Action.EVENT_REPLAY,
+        target_kind="event",
         target=event.event_id,
         order=event.order,
         current=services.event_version(event),
@@ -133,8 +148,8 @@ def replay_event(request, event_id):
     )
 
 
+@require(Action.EVENT_REPLAY)
 @require_GET
-@permissions.require("event.replay")
 def replay_latest_state(request, transact_id):
     """From a timeline: the confirm step for the event that tells the current status."""
     trade = get_trade_for_user(request.user, transact_id)
@@ -147,6 +162,7 @@ def replay_latest_state(request, transact_id):
     return redirect(reverse("actions:replay", args=[event.event_id]))
 
 
+@require(Read.RUN)
 @require_GET
 def run_status(request, pk):
     """A run's progress; the page polls its own partial until the run is finished."""
@@ -154,7 +170,5 @@ def run_status(request, pk):
     template = "actions/run.html"
     if request.htmx:
         template += "#progress"
-    from audit.models import Entry
-
     entries = Entry.objects.filter(run_id=run.pk).order_by("-at", "-id")[:50]
     return render(request, template, {"run": run, "entries": entries})

@@ -3,6 +3,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from accounts.permissions import Action
 from records.models import Order
 
 
@@ -23,8 +24,7 @@ class Entry(models.Model):
     # says "schedule" or "cli" where no user acted.
     actor_name = models.CharField(max_length=150)
     role = models.CharField(max_length=20, blank=True)
-    # Namespaced: trade.repoll, event.replay, queue.claim, bulk.repoll, ...
-    action = models.CharField(max_length=40)
+    action = models.CharField(max_length=40, choices=Action.choices)
     target = models.CharField(max_length=255, help_text="The id acted on.")
     order = models.ForeignKey(Order, null=True, on_delete=models.PROTECT, related_name="+")
     reason = models.TextField(blank=True)

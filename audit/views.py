@@ -1,14 +1,14 @@
-"""``/audit/``: every guarded action as it happened, newest first. Every role may read it."""
+"""``/audit/``: every guarded action as it happened, newest first."""
 
 import django_filters as filters
 from django import forms
-from django.contrib.auth.decorators import login_required
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
-from browse.filters import date_filter
-from browse.listings import Listing, timeline_url
-from browse.views import show_list
+from accounts.permissions import Read, require
+from lib.filters import date_filter
+from lib.listing import Listing, show_list
+from records.models import order_url
 
 from .models import Entry
 
@@ -39,7 +39,7 @@ class EntryFilter(filters.FilterSet):
 def _link_entries(rows):
     for entry in rows:
         order = entry.order
-        entry.timeline = order and timeline_url(order.partner.partner_id, order.partner_reference)
+        entry.timeline = order and order_url(order.partner.partner_id, order.partner_reference)
 
 
 ENTRIES = Listing(
@@ -69,7 +69,7 @@ ENTRIES = Listing(
 )
 
 
-@login_required
+@require(Read.AUDIT)
 @require_GET
 @vary_on_headers("HX-Request")
 def entries(request):

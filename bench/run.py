@@ -171,7 +171,7 @@ def bench_bulk(orders):
 
     from actions import services
     from actions.models import Run
-    from actions.queue import stuck_trades
+    from queues.stuck import stuck_trades
     from sandbox.server import DEFAULT_API_KEY, start
 
     say(f"starting the sandbox upstream over the same network ({orders:,} orders, seed 1) ...")

@@ -1,45 +1,12 @@
-"""The four lists, each described once: what it shows, how it sorts, what it exports.
+"""The four lists of records, each described once: what it shows, how it sorts,
+what it exports. ``lib.listing.show_list`` does the rest."""
 
-``views.show_list`` does the rest the same way for all of them, and for the
-lists other apps describe the same way (the stuck queue, the audit log).
-"""
+from django.db.models import OuterRef, Subquery
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from django.db.models import OuterRef, QuerySet, Subquery
-from django.urls import reverse
-
-from records.models import LedgerEntry, Order, Trade, WebhookEvent
+from lib.listing import Listing
+from records.models import LedgerEntry, Order, Trade, WebhookEvent, order_url
 
 from . import filters
-
-
-@dataclass(frozen=True)
-class Listing:
-    name: str  # URL name, CSV file name, cursor salt
-    title: str
-    filterset: type
-    queryset: Callable[[], QuerySet]
-    # Sort column, newest first, with the id as tie-break; the (time, id)
-    # index that serves each one is named in records.models.
-    time_field: str
-    table: str  # template with the <table> of one page
-    csv_columns: list  # (header, values_list lookup): contract names only
-    # Sets ``row.timeline`` (a URL, or None) on every row of one page,
-    # with no query per row.
-    link: Callable[[list], None]
-    # The lists read newest first; a work queue (actions.queue) oldest first.
-    oldest_first: bool = False
-    # A template drawn above the table, inside the results htmx swaps.
-    summary: str = ""
-    # More for the page: ``context(request, filterset)`` -> dict, called
-    # only while the filters are valid.
-    context: Callable | None = None
-
-
-def timeline_url(partner_id, reference):
-    return reverse("timeline:order", args=[partner_id, reference])
 
 
 def _latest_trade_status():
@@ -49,12 +16,12 @@ def _latest_trade_status():
 
 def _link_orders(rows):
     for order in rows:
-        order.timeline = timeline_url(order.partner.partner_id, order.partner_reference)
+        order.timeline = order_url(order.partner.partner_id, order.partner_reference)
 
 
 def _link_trades(rows):
     for trade in rows:
-        trade.timeline = timeline_url(trade.order.partner.partner_id, trade.order.partner_reference)
+        trade.timeline = order_url(trade.order.partner.partner_id, trade.order.partner_reference)
 
 
 def _link_events(rows):
@@ -62,7 +29,7 @@ def _link_events(rows):
     # attempt ahead of its trade) has no timeline to go to.
     for event in rows:
         order = event.order
-        event.timeline = order and timeline_url(order.partner.partner_id, order.partner_reference)
+        event.timeline = order and order_url(order.partner.partner_id, order.partner_reference)
 
 
 def _link_ledger(rows):
@@ -75,7 +42,7 @@ def _link_ledger(rows):
     }
     for entry in rows:
         order = orders.get(entry.transact_id)
-        entry.timeline = order and timeline_url(*order)
+        entry.timeline = order and order_url(*order)
 
 
 ORDERS = Listing(

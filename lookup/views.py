@@ -6,12 +6,14 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from accounts.permissions import Read, require
 from records.models import RejectedDelivery, Trade, WebhookEvent
 
 from . import search
 from .forms import SearchForm
 
 
+@require(Read.RECORDS)
 @require_GET
 def home(request):
     """The landing page: the search box, and how the last day of trades stands.
@@ -50,6 +52,7 @@ def home(request):
     return render(request, "lookup/home.html", context)
 
 
+@require(Read.RECORDS)
 @require_GET
 def search_view(request):
     """``GET /search?q=…``: one id (exact, then prefix) or a whole pasted ticket."""
@@ -67,6 +70,7 @@ def search_view(request):
     return _answer(request, search.lookup(raw), form=form)
 
 
+@require(Read.RECORDS)
 @require_GET
 def id_view(request, value):
     """``GET /id/<value>``: the link form for tickets and chat."""

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "audit",
     "partners",
     "actions",
+    "queues",
     "sandbox",
 ]
 
@@ -221,7 +222,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env("OPOOLS_SWEEP_SECONDS", "30")),
     },
     "repoll-stuck-trades": {
-        "task": "actions.tasks.repoll_stuck_trades",
+        "task": "queues.tasks.repoll_stuck_trades",
         "schedule": float(env("OPOOLS_STUCK_REPOLL_SECONDS", "300")),
     },
     "resume-stalled-runs": {

@@ -1,15 +1,18 @@
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from ingest import views as ingest_views
 
 urlpatterns = [
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Sign-in and sign-out only: an admin resets a password (manage.py createuser).
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("webhooks/0pools", ingest_views.receive_webhook, name="webhook"),
     path("healthz", ingest_views.healthz, name="healthz"),
     path("", include("lookup.urls")),
     path("", include("timeline.urls")),
     path("", include("browse.urls")),
     path("", include("actions.urls")),
-    path("", include("actions.queue_urls")),
+    path("", include("queues.urls")),
     path("", include("audit.urls")),
 ]

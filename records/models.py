@@ -68,7 +68,12 @@ class Order(models.Model):
         return f"{self.partner.partner_id}/{self.partner_reference}"
 
     def get_absolute_url(self):
-        return reverse("timeline:order", args=[self.partner.partner_id, self.partner_reference])
+        return order_url(self.partner.partner_id, self.partner_reference)
+
+
+def order_url(partner_id, reference):
+    """An order's timeline, from its two public ids (no query for the order)."""
+    return reverse("timeline:order", args=[partner_id, reference])
 
 
 class Quote(models.Model):

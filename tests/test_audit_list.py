@@ -227,6 +227,7 @@ def test_csv_holds_the_whole_filtered_log_newest_first_and_defused(support, entr
 def test_the_audit_page_runs_a_fixed_number_of_queries(
     support, entries, django_assert_max_num_queries
 ):
-    # session, user, one page of entries with their orders; the session save.
-    with django_assert_max_num_queries(6):
+    # session, user, the user's role, one page of entries with their orders;
+    # the session save.
+    with django_assert_max_num_queries(7):
         assert len(shown(support.get(AUDIT))) == 6

@@ -11,10 +11,11 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.services import create_user
-from actions.models import Claim, Run
+from actions.models import Run
 from audit.models import Entry
 from ingest import pipeline
 from ingest.contract import parse_envelope
+from queues.models import Claim
 from records.models import Pool, Trade
 from tests import envelopes
 from tests.conftest import PASSWORD
@@ -537,7 +538,7 @@ def test_an_empty_set_says_so_and_runs_nothing(ops, queue_data):
 
 
 def test_a_set_over_the_cap_is_refused(ops, many, monkeypatch):
-    monkeypatch.setattr("actions.queue.BULK_CAP", 25)
+    monkeypatch.setattr("queues.services.BULK_CAP", 25)
 
     asked = dry_run(ops)
     assert asked.context["too_many"]

@@ -225,9 +225,9 @@ def test_an_empty_query_is_a_clear_400(agent):
 
 
 def test_a_lookup_is_a_handful_of_queries(agent, order, django_assert_max_num_queries):
-    # session, user, session save (savepoint, update, release), the
-    # identifier range scan, the latest trade of each order found
-    with django_assert_max_num_queries(7):
+    # session, user, the user's role, session save (savepoint, update,
+    # release), the identifier range scan, the latest trade of each order found
+    with django_assert_max_num_queries(8):
         agent.get("/search", {"q": "pt_live_9"})
 
 

@@ -2,6 +2,7 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
+from accounts.permissions import Read, require
 from records.models import Order
 
 from . import build
@@ -10,8 +11,8 @@ from . import build
 def get_order_for_user(user, partner_id, reference):
     """The one way a view reaches an order from the URL (404 when unknown).
 
-    Every signed-in role may view every order (issue 4); a narrower rule
-    goes here and nowhere else.
+    Whoever may read records may read every order; a narrower rule goes
+    here and nowhere else.
     """
     return get_object_or_404(
         Order.objects.select_related("partner"),
@@ -27,6 +28,7 @@ def _wants_json(request):
     return "application/json" in accept and "text/html" not in accept
 
 
+@require(Read.RECORDS)
 @require_GET
 def order_timeline(request, partner_id, reference):
     """``/orders/<partner id>/<partner order id>/``: the one timeline of an order."""

@@ -16,6 +16,7 @@ MAX_PER_PAGE = 200
 
 
 def _signer(listing):
+    # The salt predates lib/: kept, so page links already shared still work.
     return signing.Signer(salt=f"browse.cursor.{listing.name}")
 
 

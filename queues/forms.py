@@ -1,11 +1,13 @@
-"""The forms of the stuck queue (the confirm step itself is ``forms.ConfirmForm``)."""
+"""The forms of the stuck queue (the confirm step itself is ``actions.forms.ConfirmForm``)."""
 
 from django import forms
 
-from .queue import SLA_MINUTES
+from accounts.permissions import Action
+
+from .services import SLA_MINUTES
 
 # The form's word -> the guarded action it asks for.
-BULK_ACTIONS = {"repoll": "bulk.repoll", "replay": "bulk.replay"}
+BULK_ACTIONS = {"repoll": Action.BULK_REPOLL, "replay": Action.BULK_REPLAY}
 
 
 class BulkForm(forms.Form):

@@ -1,0 +1,101 @@
+"""The list framework: a list described once (``Listing``), shown by ``show_list``.
+
+The orders, trades, events and ledger pages (``browse``), the stuck queue
+(``queues``) and the audit log (``audit``) are each one ``Listing``: a
+filtered queryset read a keyset page at a time (``paging``), newest or
+oldest first, or exported whole as CSV (``exports``). The template is
+``lib/list.html``; htmx swaps only its ``results`` partial.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+from django.shortcuts import render
+from django_htmx.http import push_url
+
+from .exports import csv_response
+from .paging import PER_PAGE, PageForm, keyset_page, make_cursor
+
+
+@dataclass(frozen=True)
+class Listing:
+    name: str  # URL name, CSV file name, cursor salt
+    title: str
+    filterset: type
+    queryset: Callable[[], QuerySet]
+    # Sort column, newest first, with the id as tie-break; the (time, id)
+    # index that serves each one is named in its model.
+    time_field: str
+    table: str  # template with the <table> of one page
+    csv_columns: list  # (header, values_list lookup): contract names only
+    # Sets ``row.timeline`` (a URL, or None) on every row of one page,
+    # with no query per row.
+    link: Callable[[list], None]
+    # The lists read newest first; a work queue oldest first.
+    oldest_first: bool = False
+    # A template drawn above the table, inside the results htmx swaps.
+    summary: str = ""
+    # More for the page: ``context(request, filterset)`` -> dict, called
+    # only while the filters are valid.
+    context: Callable | None = None
+
+
+def show_list(request, listing):
+    """One page of ``listing`` under the request's filters, or all of it as CSV."""
+    filterset = listing.filterset(request.GET, queryset=listing.queryset())
+    page_form = PageForm(request.GET, listing=listing)
+    page_form.is_valid()  # a bad cursor or page size falls back; the form says so
+    after = page_form.cleaned_data.get("after")
+    per_page = page_form.cleaned_data.get("per_page") or PER_PAGE
+    valid = filterset.is_valid()
+
+    if page_form.cleaned_data.get("format") == "csv" and valid:
+        return csv_response(listing, filterset.qs)
+
+    rows, has_next = [], False
+    if valid:
+        # An invalid filter shows its error and no rows: the unfiltered list
+        # under a filter form would pass for the answer to the question.
+        rows, has_next = keyset_page(
+            filterset.qs, listing.time_field, after, per_page, oldest_first=listing.oldest_first
+        )
+        listing.link(rows)
+
+    # Links keep the filters as asked (and a chosen page size), minus empty
+    # fields, the cursor and the format.
+    kept = request.GET.copy()
+    for key in ("after", "format"):
+        kept.pop(key, None)
+    for key in [key for key, value in kept.items() if not value]:
+        kept.pop(key)
+    here = _query(kept, after=page_form.data["after"]) if after else kept.urlencode()
+
+    context = {
+        "listing": listing,
+        "filters": filterset,
+        "page_errors": page_form.errors,
+        "rows": rows,
+        "per_page": per_page if "per_page" in kept else None,
+        "query": kept.urlencode(),
+        "later_page": after is not None,
+        "next_query": has_next and _query(kept, after=make_cursor(listing, rows[-1])),
+        "csv_query": valid and _query(kept, format="csv"),
+    }
+    if listing.context and valid:
+        context |= listing.context(request, filterset)
+    template = "lib/list.html"
+    if request.htmx and not request.htmx.history_restore_request:
+        template += "#results"
+    response = render(request, template, context)
+    if request.htmx:
+        # The address bar gets the tidy query, not every empty form field.
+        push_url(response, f"{request.path}?{here}" if here else request.path)
+    return response
+
+
+def _query(params, **extra):
+    params = params.copy()
+    for key, value in extra.items():
+        params[key] = value
+    return params.urlencode()
