@@ -2,19 +2,18 @@
 
 Timeouts are set; a 429 is retried after its ``Retry-After``; a 5xx, a
 timeout or a dropped connection is retried with exponential backoff and
-jitter; all within a bounded number of tries and seconds. The answer is
-handed back raw: the caller puts it through the ingest pipeline, whose
-allowlist drops everything the contract does not name.
+jitter (stamina); all within a bounded number of tries and seconds. The
+answer is handed back raw: the caller puts it through the ingest pipeline,
+whose allowlist drops everything the contract does not name.
 """
 
 import functools
 import logging
-import random
-import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import httpx
+import stamina
 from django.conf import settings
 from django.utils import timezone
 
@@ -22,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MAX_TRIES = 4
 MAX_WAIT = 10.0  # seconds: the longest single Retry-After we honour
+GIVE_UP_AFTER = 45.0  # seconds for all tries and waits together
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,14 @@ class UpstreamNotConfigured(Exception):
     pass
 
 
+class _TryAgain(Exception):
+    """One try that may succeed if repeated; the message is safe to log and store."""
+
+    def __init__(self, detail, wait=None):
+        super().__init__(detail)
+        self.wait = wait  # seconds the answer asked for (Retry-After), or None
+
+
 @functools.cache
 def _client():
     """One client per process: it keeps connections to 0Pools open, and building
@@ -43,7 +51,8 @@ def _client():
     return httpx.Client(follow_redirects=False, trust_env=False)
 
 
-def _retry_after(response):
+def retry_after(response):
+    """Seconds a 429 asks us to wait (``Retry-After``: seconds or an HTTP date), capped."""
     value = response.headers.get("Retry-After", "")
     try:
         seconds = float(value)
@@ -55,46 +64,65 @@ def _retry_after(response):
     return min(max(seconds, 0.0), MAX_WAIT)
 
 
-def _backoff(attempt):
-    return min(0.25 * 2**attempt, 4.0) * (0.5 + random.random())  # noqa: S311 - jitter
+def _backoff(exc):
+    """stamina's backoff hook: retry only ``_TryAgain``; a 429 waits as it asked."""
+    if not isinstance(exc, _TryAgain):
+        return False
+    return exc.wait if exc.wait is not None else True
 
 
-def fetch_trade(transact_id, *, sleep=time.sleep):
+def _read(url, headers, timeout):
+    """One try: the ``Answer`` it settles, or ``_TryAgain``."""
+    try:
+        response = _client().get(url, headers=headers, timeout=timeout)
+    except httpx.TimeoutException:
+        raise _TryAgain("timed out") from None
+    except httpx.TransportError as exc:
+        raise _TryAgain(f"connection failed ({type(exc).__name__})") from None
+    status = response.status_code
+    if status == 200:
+        try:
+            return Answer("found", response.json(), 0, "200")
+        except ValueError:
+            raise _TryAgain("200 with a body that is not JSON") from None
+    if status == 404:
+        return Answer("not_found", None, 0, "404: 0Pools does not know this trade")
+    if status == 429:
+        wait = retry_after(response)
+        raise _TryAgain(f"429, retry after {wait:.1f}s", wait=wait)
+    if status >= 500:
+        raise _TryAgain(f"{status} from 0Pools")
+    return Answer("unavailable", None, 0, f"{status} from 0Pools")
+
+
+def fetch_trade(transact_id):
     """Ask 0Pools for a trade. Never raises for what the network does; see ``Answer``."""
     if not settings.OPOOLS_API_URL:
         raise UpstreamNotConfigured("OPOOLS_API_URL is not set")
     url = f"{settings.OPOOLS_API_URL.rstrip('/')}/v1/trades/{transact_id}"
     headers = {"Authorization": f"Bearer {settings.OPOOLS_API_KEY}", "Accept": "application/json"}
-    last = "no answer"
     timeout = httpx.Timeout(
         settings.OPOOLS_API_TIMEOUT, connect=min(3.0, settings.OPOOLS_API_TIMEOUT)
     )
-    client = _client()
-    for attempt in range(1, MAX_TRIES + 1):
-        wait = None
-        try:
-            response = client.get(url, headers=headers, timeout=timeout)
-        except httpx.TimeoutException:
-            last = "timed out"
-        except httpx.TransportError as exc:
-            last = f"connection failed ({type(exc).__name__})"
-        else:
-            status = response.status_code
-            if status == 200:
+    tries, last = 0, "no answer"
+    try:
+        for attempt in stamina.retry_context(
+            on=_backoff,
+            attempts=MAX_TRIES,
+            timeout=GIVE_UP_AFTER,
+            wait_initial=0.5,
+            wait_max=4.0,
+            wait_jitter=0.5,
+        ):
+            with attempt:
+                tries = attempt.num
                 try:
-                    return Answer("found", response.json(), attempt, "200")
-                except ValueError:
-                    last = "200 with a body that is not JSON"
-            elif status == 404:
-                return Answer("not_found", None, attempt, "404: 0Pools does not know this trade")
-            elif status == 429:
-                wait = _retry_after(response)
-                last = f"429, retry after {wait:.1f}s"
-            elif status >= 500:
-                last = f"{status} from 0Pools"
-            else:
-                return Answer("unavailable", None, attempt, f"{status} from 0Pools")
-        log.info("status read of %s, try %d: %s", transact_id, attempt, last)
-        if attempt < MAX_TRIES:
-            sleep(wait if wait is not None else _backoff(attempt))
-    return Answer("unavailable", None, MAX_TRIES, f"gave up after {MAX_TRIES} tries: {last}")
+                    answer = _read(url, headers, timeout)
+                except _TryAgain as exc:
+                    last = str(exc)
+                    log.info("status read of %s, try %d: %s", transact_id, tries, last)
+                    raise
+                return Answer(answer.outcome, answer.trade, tries, answer.detail)
+    except _TryAgain:
+        pass
+    return Answer("unavailable", None, tries, f"gave up after {tries} tries: {last}")

@@ -4,10 +4,12 @@ from datetime import UTC, datetime
 import orjson
 import pgtrigger
 import pytest
+import stamina
 from django.test import TransactionTestCase
 from standardwebhooks.webhooks import Webhook
 
 from accounts.services import create_user
+from actions.upstream import MAX_TRIES
 
 SECRET = "whsec_" + base64.b64encode(b"panel-test-secret-0123456789abcdef").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"panel-old-secret-0123456789abcdef!").decode()
@@ -19,6 +21,14 @@ def _test_settings(settings):
     settings.OPOOLS_WEBHOOK_SECRETS = [SECRET]
     # The real hasher costs ~0.4 s a user; tests need users, not slow hashes.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _retries_without_waiting():
+    """Status reads retry as in production, but without sleeping through the
+    backoff (stamina's test mode). What a 429 asks to wait is tested apart."""
+    with stamina.set_testing(True, attempts=MAX_TRIES, cap=True):
+        yield
 
 
 def sign(body, *, secret=SECRET, event_id=None, at=None):

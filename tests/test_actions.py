@@ -273,6 +273,27 @@ def test_repoll_retries_a_bounded_number_of_times(
         assert stuck.status == "reserved"
 
 
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), ("0.5", 0.5), ("600", 10.0), ("-4", 0.0), ("soon", 1.0), (None, 1.0)],
+)
+def test_a_429_waits_what_retry_after_asks_within_a_cap(header, seconds):
+    from actions.upstream import retry_after
+
+    headers = {"Retry-After": header} if header is not None else {}
+
+    assert retry_after(httpx.Response(429, headers=headers)) == seconds
+
+
+def test_a_429_retry_after_date_is_read_as_seconds_from_now(time_machine):
+    from actions.upstream import retry_after
+
+    time_machine.move_to("2026-11-30T12:00:00Z", tick=False)
+    response = httpx.Response(429, headers={"Retry-After": "Mon, 30 Nov 2026 12:00:07 GMT"})
+
+    assert retry_after(response) == 7.0
+
+
 def test_no_forbidden_field_reaches_the_logs(client, support_user, stuck, upstream, worker, caplog):
     caplog.set_level(logging.DEBUG)
     httpx.post(
