@@ -16,6 +16,7 @@ connect-time guard is what protects.
 import ipaddress
 import socket
 import ssl
+from contextlib import contextmanager
 
 import httpcore
 import httpx
@@ -165,15 +166,59 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-class GuardedTransport(httpx.HTTPTransport):
-    """``httpx.HTTPTransport`` over a connection pool that connects through
-    ``GuardedBackend``.
+# httpcore's exceptions as httpx raises them to callers, most specific first.
+_MAPPED = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+)
 
-    httpx 0.28 does not take a network backend, so the stock pool (built with
-    no proxy and not used) is replaced by one that has it; the transport's
-    request and error mapping stay httpx's own. The pool keys connections by
-    the URL's (scheme, host, port) and only a connection the guard opened can
-    be in it, so reusing one never skips the check.
+
+@contextmanager
+def _as_httpx_errors():
+    try:
+        yield
+    except ForbiddenTarget:
+        raise
+    except Exception as exc:
+        for theirs, ours in _MAPPED:
+            if isinstance(exc, theirs):
+                raise ours(str(exc)) from exc
+        raise
+
+
+class _Body(httpx.SyncByteStream):
+    """A response body read from the pool, its errors raised as httpx's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __iter__(self):
+        with _as_httpx_errors():
+            yield from self._stream
+
+    def close(self):
+        if hasattr(self._stream, "close"):
+            self._stream.close()
+
+
+class GuardedTransport(httpx.BaseTransport):
+    """An httpx transport (its public ``BaseTransport`` interface) over an
+    httpcore connection pool whose every connection ``GuardedBackend`` opened.
+
+    The pool keys connections by the URL's (scheme, host, port) and only a
+    connection the guard opened can be in it, so reusing one never skips the
+    check.
     """
 
     def __init__(self, *, allow_private: bool, ssl_context: ssl.SSLContext | None = None):
@@ -181,7 +226,6 @@ class GuardedTransport(httpx.HTTPTransport):
             ssl_context = httpx.create_ssl_context(trust_env=False)
         elif not ssl_context.check_hostname or ssl_context.verify_mode != ssl.CERT_REQUIRED:
             raise ValueError("partner endpoints are always verified: keep check_hostname on")
-        super().__init__(verify=ssl_context, trust_env=False)
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context,
             max_connections=10,
@@ -190,9 +234,31 @@ class GuardedTransport(httpx.HTTPTransport):
             network_backend=GuardedBackend(allow_private=allow_private),
         )
 
-    def handle_request(self, request):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
         check_scheme_and_credentials(request.url)
-        return super().handle_request(request)
+        sent = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx_errors():
+            answer = self._pool.handle_request(sent)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_Body(answer.stream),
+            extensions=answer.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 def guarded_client(
