@@ -1,7 +1,6 @@
 """The three roles of the panel, as Django groups.
 
-Who may do what is decided in one place per action (later issues); here
-every role may sign in, search and view.
+Who may read and do what is decided in one place: ``permissions.MATRIX``.
 """
 
 SUPPORT = "support"

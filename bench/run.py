@@ -169,6 +169,7 @@ def bench_bulk(orders):
     from django.conf import settings
     from django.utils import timezone
 
+    from accounts.permissions import Action
     from actions import services
     from actions.models import Run
     from queues.stuck import stuck_trades
@@ -187,7 +188,7 @@ def bench_bulk(orders):
         say(f"baseline: GET sandbox /healthz   {len(targets) / floor:>10,.0f} req/s")
         run = Run.objects.create(
             key=f"bench-{timezone.now().timestamp()}",
-            action="bulk.repoll",
+            action=Action.BULK_REPOLL,
             target=f"{len(targets)} stuck trades",
             reason="bench",
             params={"targets": targets},

@@ -4,6 +4,8 @@ The partner itself (``records.Partner``) is what 0Pools tells us about;
 its webhook endpoint and the secrets we sign replays with are ours.
 """
 
+import hashlib
+
 from django.db import models
 from django.utils import timezone
 
@@ -45,6 +47,4 @@ class SigningSecret(models.Model):
 
     @property
     def fingerprint(self):
-        import hashlib
-
         return "sha256:" + hashlib.sha256(self.secret.encode()).hexdigest()[:8]

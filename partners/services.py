@@ -3,10 +3,12 @@
 import base64
 import secrets
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.permissions import Action
 from audit import log as audit
 
 from .models import Endpoint, SigningSecret
@@ -25,7 +27,7 @@ def set_endpoint(partner, url, *, actor=None, actor_name="cli", reason=""):
     audit.record(
         actor=actor,
         actor_name=actor_name,
-        action="partner.set_endpoint",
+        action=Action.PARTNER_SET_ENDPOINT,
         target=partner.partner_id,
         reason=reason,
         detail=f"endpoint host {host_of(url)}",
@@ -45,7 +47,7 @@ def rotate_secret(partner, *, actor=None, actor_name="cli", reason="", now=None)
     audit.record(
         actor=actor,
         actor_name=actor_name,
-        action="partner.rotate_secret",
+        action=Action.PARTNER_ROTATE_SECRET,
         target=partner.partner_id,
         reason=reason,
         detail=f"new secret {created.fingerprint}; previous ones retire in {ROTATION_OVERLAP}",
@@ -54,6 +56,4 @@ def rotate_secret(partner, *, actor=None, actor_name="cli", reason="", now=None)
 
 
 def host_of(url):
-    from urllib.parse import urlsplit
-
     return urlsplit(url).hostname or ""

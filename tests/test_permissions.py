@@ -1,10 +1,10 @@
 """The permission matrix guards every page, reads included: one rule per view."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
 from accounts.permissions import MATRIX, Action, Read
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -79,8 +79,7 @@ POSTS = [
 
 @pytest.fixture
 def no_role(client):
-    user = get_user_model().objects.create_user("nora-no-role", password="x" * 20)
-    client.force_login(user)
+    client.force_login(UserFactory(role=None))
     return client
 
 

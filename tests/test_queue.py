@@ -19,6 +19,7 @@ from queues.models import Claim
 from records.models import Pool, Trade
 from tests import envelopes
 from tests.conftest import PASSWORD
+from tests.factories import ScheduledRunFactory
 from tests.helpers import import_events
 
 pytestmark = pytest.mark.django_db
@@ -295,12 +296,7 @@ def test_the_queue_page_runs_a_fixed_number_of_queries(
     ops, request, fixture, django_assert_max_num_queries
 ):
     request.getfixturevalue(fixture)
-    Run.objects.create(
-        key="schedule-x",
-        action="bulk.repoll",
-        target="3 stuck trades (scheduled)",
-        params={"scheduled": True, "targets": []},
-    )
+    ScheduledRunFactory()
 
     # session, user, page rows, last polls, last deliveries, histogram,
     # groups, pools, last scheduled run; then the session's idle-timeout
@@ -562,11 +558,8 @@ def test_a_bulk_request_with_no_action_is_400(ops, many):
 def test_the_queue_shows_when_the_scheduled_repoll_last_ran(support, queue_data, operations_user):
     assert "has not run yet" in support.get(QUEUE).content.decode()
     for done, failed in ((5, 0), (2, 1)):
-        Run.objects.create(
+        ScheduledRunFactory(
             key=f"schedule-{done}",
-            action="bulk.repoll",
-            target="3 stuck trades (scheduled)",
-            params={"scheduled": True, "targets": []},
             total=3,
             done=done,
             failed=failed,

@@ -1,4 +1,4 @@
-"""``manage.py partners set-endpoint|rotate-secret``: for scripts, until the admin pages."""
+"""``manage.py partners set-endpoint|rotate-secret``: a partner's endpoint and secrets."""
 
 from django.core.management.base import BaseCommand, CommandError
 
