@@ -6,7 +6,15 @@ entry for a trade we have not seen yet is kept as it is and joins the trade
 by its ``transact_id`` when the trade arrives. Nothing here stores a field
 that the contract does not name (see ``ingest.contract``).
 
-Writes go through ``ingest.pipeline`` only.
+Who writes them, and nothing else does:
+
+- ``ingest.pipeline``: every 0Pools record (partners, pools, orders, quotes,
+  trades and their status changes, events, ledger entries, the delivery
+  attempts 0Pools reports, the identifier index);
+- ``ingest.refusals``: ``RejectedDelivery``, a webhook request refused;
+- ``actions.services.record_replay_attempt``: the ``DeliveryAttempt`` of a
+  replay the panel sent;
+- ``queues.services.set_pool_sla``: a pool's ``sla_minutes``.
 """
 
 import pgtrigger
