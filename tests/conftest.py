@@ -1,15 +1,18 @@
 import base64
+import io
 from datetime import UTC, datetime
 
 import orjson
 import pgtrigger
 import pytest
 import stamina
+from django.core.management import call_command
 from django.test import TransactionTestCase
 from standardwebhooks.webhooks import Webhook
 
 from accounts.services import create_user
 from actions.upstream import MAX_TRIES
+from tests.helpers import import_network
 
 SECRET = "whsec_" + base64.b64encode(b"panel-test-secret-0123456789abcdef").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"panel-old-secret-0123456789abcdef!").decode()
@@ -87,11 +90,9 @@ TransactionTestCase._fixture_teardown = _flush_with_ledger(TransactionTestCase._
 
 
 @pytest.fixture(scope="session")
-def worker(django_db_setup, django_db_blocker):
-    """A real Celery worker, in a thread, on the configured broker (Redis in CI).
-
-    Tests using it commit (``transactional_db``) so the worker sees their rows.
-    """
+def _worker_thread(django_db_setup, django_db_blocker):
+    """A real Celery worker, in a thread, on the configured broker (Redis in CI),
+    started once for the whole run."""
     from celery.contrib.testing.worker import start_worker
 
     from opspanel.celery import app
@@ -101,3 +102,67 @@ def worker(django_db_setup, django_db_blocker):
         start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w,
     ):
         yield w
+
+
+@pytest.fixture
+def worker(_worker_thread, transactional_db):
+    """The worker, for a test that commits (``transactional_db``) so that the
+    worker sees its rows. Only such tests pay for emptying the tables after."""
+    return _worker_thread
+
+
+# --- the sandbox network, generated once per run -----------------------------
+
+
+@pytest.fixture(scope="session")
+def sandbox_file(tmp_path_factory):
+    """``sandbox_file(orders, seed)``: the NDJSON of a simulated network, made
+    once per run and shared by every test that imports the same one."""
+    made = {}
+
+    def make(orders, seed):
+        if (orders, seed) not in made:
+            path = tmp_path_factory.mktemp("sandbox") / f"network-{orders}-{seed}.ndjson.gz"
+            call_command(
+                "sandbox",
+                "generate",
+                "--orders",
+                str(orders),
+                "--seed",
+                str(seed),
+                "--out",
+                str(path),
+            )
+            made[orders, seed] = path
+        return made[orders, seed]
+
+    return make
+
+
+@pytest.fixture
+def network(sandbox_file):
+    """The scenario network (every named scenario and 20 random orders), imported."""
+    import_network(sandbox_file, 20, 5)
+
+
+@pytest.fixture(scope="session")
+def sandbox_server():
+    """The simulated 0Pools upstream on loopback, over the same network as ``network``."""
+    from sandbox.server import start
+
+    server = start(port=0, orders=20, seed=5, log=io.StringIO())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(sandbox_server, settings):
+    """The upstream, reset, with the panel pointed at it (status reads and replays)."""
+    from sandbox.server import DEFAULT_API_KEY
+
+    settings.OPOOLS_API_URL = sandbox_server.url
+    settings.OPOOLS_API_KEY = DEFAULT_API_KEY
+    settings.OPOOLS_API_TIMEOUT = 1.0
+    settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE = True
+    sandbox_server.state.reset()
+    return sandbox_server

@@ -31,6 +31,11 @@ def import_events(tmp_path, *envelopes):
     return out
 
 
+def import_network(sandbox_file, orders, seed):
+    """Import the simulated network ``sandbox_file`` (the conftest fixture) made."""
+    call_command("import_events", str(sandbox_file(orders, seed)), stdout=io.StringIO())
+
+
 def subprocess_database_url():
     """The test database as a URL, for subprocesses (socket hosts included)."""
     name = settings.DATABASES["default"]["NAME"]

@@ -2,7 +2,6 @@
 configured broker), against the sandbox upstream and partner receiver running
 as a real HTTP server on loopback."""
 
-import io
 import logging
 
 import httpx
@@ -15,35 +14,11 @@ from partners.models import Endpoint, SigningSecret
 from partners.services import rotate_secret, set_endpoint
 from records.models import DeliveryAttempt, Partner, StatusChange, Trade, WebhookEvent
 from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
-from sandbox.server import DEFAULT_API_KEY, start
 from tests.conftest import PASSWORD
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def sandbox_server():
-    server = start(port=0, orders=20, seed=5)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def upstream(sandbox_server, settings):
-    settings.OPOOLS_API_URL = sandbox_server.url
-    settings.OPOOLS_API_KEY = DEFAULT_API_KEY
-    settings.OPOOLS_API_TIMEOUT = 1.0
-    settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE = True
-    sandbox_server.state.reset()
-    return sandbox_server
-
-
-@pytest.fixture
-def network(tmp_path):
-    path = tmp_path / "network.ndjson"
-    call_command("sandbox", "generate", "--orders", "20", "--seed", "5", "--out", str(path))
-    call_command("import_events", str(path), stdout=io.StringIO())
+# Tests that need the Celery worker ask for ``worker`` and commit; the rest roll back.
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.management import call_command
 
 from tests.conftest import PASSWORD
+from tests.helpers import import_network
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -77,10 +77,8 @@ def _no_console_errors(page):
 
 
 @pytest.fixture
-def network(tmp_path):
-    path = tmp_path / "network.ndjson"
-    call_command("sandbox", "generate", "--orders", "30", "--seed", "5", "--out", str(path))
-    call_command("import_events", str(path), stdout=io.StringIO())
+def network(sandbox_file):
+    import_network(sandbox_file, 30, 5)
 
 
 def sign_in(page, live_server, user):

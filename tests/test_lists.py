@@ -7,7 +7,6 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -16,7 +15,7 @@ from ingest.contract import EVENT_OBJECTS
 from records.ids import EVENT_TYPES
 from records.models import LedgerEntry, Order, Trade, WebhookEvent
 from tests import envelopes
-from tests.helpers import import_events
+from tests.helpers import import_events, import_network
 
 pytestmark = pytest.mark.django_db
 
@@ -69,17 +68,10 @@ def records(tmp_path):
     )
 
 
-@pytest.fixture(scope="module")
-def sandbox_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("lists") / "network.ndjson.gz"
-    call_command("sandbox", "generate", "--orders", "50", "--seed", "3", "--out", str(path))
-    return path
-
-
 @pytest.fixture
 def sandbox(sandbox_file):
     """A few hundred rows of every kind, through the real pipeline."""
-    call_command("import_events", str(sandbox_file), stdout=io.StringIO())
+    import_network(sandbox_file, 50, 3)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.services import create_user
@@ -168,10 +167,7 @@ def test_the_queue_lists_exactly_the_trades_past_their_pool_sla_oldest_first(sup
     assert shown(support.get(QUEUE)) == OLDEST_FIRST
 
 
-def test_scenario_data_stuck_trades_are_listed_and_nothing_else(support, tmp_path):
-    path = tmp_path / "scenarios.ndjson"
-    call_command("sandbox", "generate", "--orders", "20", "--seed", "5", "--out", str(path))
-    call_command("import_events", str(path), stdout=io.StringIO())
+def test_scenario_data_stuck_trades_are_listed_and_nothing_else(support, network):
     now = timezone.now()
     expected = [
         trade.transact_id
