@@ -8,7 +8,14 @@ from datetime import timedelta
 
 from lib.formats import duration, money
 from records import states
-from records.models import LedgerEntry
+from records.models import DeliveryAttempt, LedgerEntry
+
+# A status change not simply applied: the title of its flag, by outcome.
+MOVE_TITLES = {
+    states.LATE: "A late status move",
+    states.ILLEGAL: "An illegal status move",
+    states.OVERRIDE: "A status read overrode an illegal move",
+}
 
 
 @dataclass
@@ -86,11 +93,7 @@ def consistency_flags(trades, changes, ledger, deliveries, events, now):
                 flags.append(
                     Flag(
                         f"{change.outcome}_move",
-                        {
-                            "late": "A late status move",
-                            "illegal": "An illegal status move",
-                            "override": "A status read overrode an illegal move",
-                        }[change.outcome],
+                        MOVE_TITLES[change.outcome],
                         f"{tid}: {change.note}.",
                     )
                 )
@@ -98,7 +101,8 @@ def consistency_flags(trades, changes, ledger, deliveries, events, now):
             told = [
                 d
                 for d in deliveries
-                if d.outcome == "succeeded" and event_type.get(d.event_id, "").startswith("trade.")
+                if d.outcome == DeliveryAttempt.Outcome.SUCCEEDED
+                and event_type.get(d.event_id, "").startswith("trade.")
             ]
             last = max(told, key=lambda d: (d.attempted_at, d.pk), default=None)
             if last is None or event_type[last.event_id] != f"trade.{trade.status}":

@@ -10,10 +10,11 @@ from datetime import timedelta
 
 import orjson
 
+from accounts.permissions import Action
 from audit.models import Entry
 from lib.formats import rfc3339_or_none
 from records import states
-from records.models import WebhookEvent
+from records.models import DeliveryAttempt, WebhookEvent
 
 # A webhook received this long after it happened upstream is shown as late.
 LATE_AFTER = timedelta(minutes=5)
@@ -150,7 +151,7 @@ def event_items(events, changes, ledger, deliveries):
                 ),
                 detail=answer + (f". {_provenance(report)}" if report else ""),
                 ids={"event": attempt.event_id},
-                flag="" if attempt.outcome == "succeeded" else "failed",
+                flag="" if attempt.outcome == DeliveryAttempt.Outcome.SUCCEEDED else "failed",
                 learned_at=report.received_at if report else None,
                 source=report.source if report else "",
                 tiebreak=attempt.pk,
@@ -159,19 +160,11 @@ def event_items(events, changes, ledger, deliveries):
     return items
 
 
-ACTION_TITLES = {
-    "trade.repoll": "Re-poll",
-    "event.replay": "Replay",
-    "queue.claim": "Claimed",
-    "queue.unclaim": "Unclaimed",
-}
-
-
 def action_items(entries):
     """Support actions taken on the order, from the audit log."""
     items = []
     for entry in entries:
-        title = f"{ACTION_TITLES.get(entry.action, entry.action)} of {entry.target}"
+        title = f"{_action_title(entry.action)} of {entry.target}"
         title += f" by {entry.actor_name}" + (f" ({entry.role})" if entry.role else "")
         title += f": {entry.get_result_display()}"
         if entry.before_status or entry.after_status:
@@ -189,6 +182,18 @@ def action_items(entries):
             )
         )
     return items
+
+
+def _action_title(name):
+    """The action as a person reads it ("Re-poll"), from the one vocabulary.
+
+    An entry the vocabulary does not name (an action since renamed or
+    retired: the audit log is append-only) reads as its stored name.
+    """
+    try:
+        return Action(name).label
+    except ValueError:
+        return name
 
 
 def _provenance(event):

@@ -11,12 +11,14 @@ from lib.formats import money, rfc3339_or_none, utc_text
 from records import states
 from records.models import Quote
 
+# A trade status as support says it to a partner (the contract's words: a
+# reserved trade is "pending").
 PARTNER_TERMS = {
-    "reserved": "pending",
-    "settled": "settled",
-    "failed": "failed",
-    "released": "released",
-    "returned": "returned",
+    states.RESERVED: "pending",
+    states.SETTLED: "settled",
+    states.FAILED: "failed",
+    states.RELEASED: "released",
+    states.RETURNED: "returned",
 }
 
 
