@@ -22,6 +22,10 @@ LATE_AFTER = timedelta(minutes=5)
 
 @dataclass
 class Item:
+    """One line of the history: what happened ``at`` (upstream time), and for a
+    received event when and how the panel learned of it. ``tiebreak`` (the
+    row's id) keeps items of one kind at one instant in arrival order."""
+
     at: object
     kind: str
     title: str
@@ -34,6 +38,8 @@ class Item:
 
     @property
     def learned_late(self):
+        """Only a webhook or a status read can arrive late: an import is a
+        backfill, learned after the fact by design."""
         return bool(
             self.learned_at
             and self.source in ("webhook", "poll")
@@ -53,14 +59,12 @@ class Item:
 
 
 def event_items(events, changes, ledger, deliveries):
-    by_event = {e.pk: e for e in events}
-    event_ids = {e.event_id: e for e in events}
+    """One item per received event, and one per delivery attempt to the partner."""
     change_of = {c.event_id: c for c in changes}
     ledger_of = {entry.event_id: entry for entry in ledger}
     items = []
     for event in events:
-        payload = event.payload if isinstance(event.payload, dict) else orjson.loads(event.payload)
-        data = payload["data"]
+        data = event_data(event)
         received = {
             "learned_at": event.received_at,
             "source": event.source,
@@ -72,128 +76,24 @@ def event_items(events, changes, ledger, deliveries):
             items.append(_quote_item(event, data, ids, provenance, received))
         elif event.type.startswith("trade."):
             change = change_of.get(event.pk)
-            ids |= {"trade": data["transactId"]}
-            if data.get("requestId"):
-                ids["request"] = data["requestId"]
-            if change:
-                outcome = change.outcome
-                title = (
-                    (
-                        f"{change.from_status} → {change.to_status}"
-                        if change.from_status
-                        else change.to_status
-                    )
-                    if outcome == states.APPLIED
-                    else f"{change.to_status} ({outcome}, not applied)"
-                    if outcome in (states.LATE, states.ILLEGAL)
-                    else f"{change.from_status} → {change.to_status} (status read overrides)"
-                )
-                detail = change.note or provenance
-                if change.note:
-                    detail = f"{change.note}. {provenance}"
-                items.append(
-                    Item(
-                        at=change.upstream_at,
-                        kind="status",
-                        title=f"Trade {title}",
-                        detail=detail,
-                        ids=ids,
-                        flag="" if outcome == states.APPLIED else outcome,
-                        **received,
-                    )
-                )
-            else:
-                items.append(
-                    Item(
-                        at=event.created_at,
-                        kind="event",
-                        title=f"{event.type} again: no change (already {data['status']})",
-                        detail=provenance,
-                        ids=ids,
-                        **received,
-                    )
-                )
+            items.append(_trade_item(event, data, change, ids, provenance, received))
         elif event.type == "ledger.posted":
             entry = ledger_of.get(event.event_id)
-            ids |= {"ledger": data["ledgerId"], "trade": data["transactId"]}
-            amount = f"{data['amount']['value']} {data['amount']['currency']}"
-            items.append(
-                Item(
-                    at=entry.posted_at if entry else event.created_at,
-                    kind="ledger",
-                    title=f"Ledger {data['entryType']} {data['direction']} {amount}",
-                    detail=provenance,
-                    ids=ids,
-                    **received,
-                )
-            )
-        else:  # webhook.delivery_attempted: shown from its attempt row below
-            continue
+            items.append(_ledger_item(event, data, entry, ids, provenance, received))
+        # webhook.delivery_attempted: shown from its attempt row below
+    by_pk = {e.pk: e for e in events}
+    by_event_id = {e.event_id: e for e in events}
     for attempt in deliveries:
-        delivered = event_ids.get(attempt.event_id)
-        what = delivered.type if delivered else attempt.event_id
-        if attempt.response_status:
-            answer = f"HTTP {attempt.response_status}"
-            if attempt.duration_ms is not None:
-                answer += f" in {attempt.duration_ms} ms"
-        else:
-            answer = "no answer"
-            if attempt.duration_ms is not None:
-                answer += f" after {attempt.duration_ms} ms"
-        report = by_event.get(attempt.reported_by_id)
-        items.append(
-            Item(
-                at=attempt.attempted_at,
-                kind="delivery",
-                title=(
-                    f"Delivery of {what} to the partner: "
-                    f"attempt {attempt.attempt}, {attempt.outcome}"
-                ),
-                detail=answer + (f". {_provenance(report)}" if report else ""),
-                ids={"event": attempt.event_id},
-                flag="" if attempt.outcome == DeliveryAttempt.Outcome.SUCCEEDED else "failed",
-                learned_at=report.received_at if report else None,
-                source=report.source if report else "",
-                tiebreak=attempt.pk,
-            )
-        )
+        delivered = by_event_id.get(attempt.event_id)
+        report = by_pk.get(attempt.reported_by_id)
+        items.append(_delivery_item(attempt, delivered, report))
     return items
 
 
-def action_items(entries):
-    """Support actions taken on the order, from the audit log."""
-    items = []
-    for entry in entries:
-        title = f"{_action_title(entry.action)} of {entry.target}"
-        title += f" by {entry.actor_name}" + (f" ({entry.role})" if entry.role else "")
-        title += f": {entry.get_result_display()}"
-        if entry.before_status or entry.after_status:
-            title += f", {entry.before_status or '?'} → {entry.after_status or '?'}"
-        detail = entry.detail + (f". Reason: {entry.reason}" if entry.reason else "")
-        items.append(
-            Item(
-                at=entry.at,
-                kind="action",
-                title=title,
-                detail=detail,
-                ids={"audit": entry.pk, "target": entry.target},
-                flag="" if entry.result == Entry.Result.OK else entry.result,
-                tiebreak=entry.pk,
-            )
-        )
-    return items
-
-
-def _action_title(name):
-    """The action as a person reads it ("Re-poll"), from the one vocabulary.
-
-    An entry the vocabulary does not name (an action since renamed or
-    retired: the audit log is append-only) reads as its stored name.
-    """
-    try:
-        return Action(name).label
-    except ValueError:
-        return name
+def event_data(event):
+    """The ``data`` of the event's stored envelope."""
+    payload = event.payload if isinstance(event.payload, dict) else orjson.loads(event.payload)
+    return payload["data"]
 
 
 def _provenance(event):
@@ -233,3 +133,111 @@ def _quote_item(event, data, ids, provenance, received):
         flag="expired" if kind == "expired" else "",
         **received,
     )
+
+
+def _trade_item(event, data, change, ids, provenance, received):
+    """A status move of the trade, or (no change recorded) a repeat of its status."""
+    ids |= {"trade": data["transactId"]}
+    if data.get("requestId"):
+        ids["request"] = data["requestId"]
+    if change is None:
+        return Item(
+            at=event.created_at,
+            kind="event",
+            title=f"{event.type} again: no change (already {data['status']})",
+            detail=provenance,
+            ids=ids,
+            **received,
+        )
+    outcome = change.outcome
+    if outcome == states.APPLIED:
+        title = (
+            f"{change.from_status} → {change.to_status}" if change.from_status else change.to_status
+        )
+    elif outcome in (states.LATE, states.ILLEGAL):
+        title = f"{change.to_status} ({outcome}, not applied)"
+    else:
+        title = f"{change.from_status} → {change.to_status} (status read overrides)"
+    return Item(
+        at=change.upstream_at,
+        kind="status",
+        title=f"Trade {title}",
+        detail=f"{change.note}. {provenance}" if change.note else provenance,
+        ids=ids,
+        flag="" if outcome == states.APPLIED else outcome,
+        **received,
+    )
+
+
+def _ledger_item(event, data, entry, ids, provenance, received):
+    ids |= {"ledger": data["ledgerId"], "trade": data["transactId"]}
+    amount = f"{data['amount']['value']} {data['amount']['currency']}"
+    return Item(
+        at=entry.posted_at if entry else event.created_at,
+        kind="ledger",
+        title=f"Ledger {data['entryType']} {data['direction']} {amount}",
+        detail=provenance,
+        ids=ids,
+        **received,
+    )
+
+
+def _delivery_item(attempt, delivered, report):
+    """An attempt at delivering an event to the partner, told by ``report`` (an
+    upstream webhook.delivery_attempted) or, for a replay, by nobody."""
+    what = delivered.type if delivered else attempt.event_id
+    if attempt.response_status:
+        answer = f"HTTP {attempt.response_status}"
+        if attempt.duration_ms is not None:
+            answer += f" in {attempt.duration_ms} ms"
+    else:
+        answer = "no answer"
+        if attempt.duration_ms is not None:
+            answer += f" after {attempt.duration_ms} ms"
+    return Item(
+        at=attempt.attempted_at,
+        kind="delivery",
+        title=f"Delivery of {what} to the partner: attempt {attempt.attempt}, {attempt.outcome}",
+        detail=answer + (f". {_provenance(report)}" if report else ""),
+        ids={"event": attempt.event_id},
+        flag="" if attempt.outcome == DeliveryAttempt.Outcome.SUCCEEDED else "failed",
+        learned_at=report.received_at if report else None,
+        source=report.source if report else "",
+        tiebreak=attempt.pk,
+    )
+
+
+def action_items(entries):
+    """Support actions taken on the order, from the audit log."""
+    items = []
+    for entry in entries:
+        title = f"{_action_title(entry.action)} of {entry.target}"
+        title += f" by {entry.actor_name}" + (f" ({entry.role})" if entry.role else "")
+        title += f": {entry.get_result_display()}"
+        if entry.before_status or entry.after_status:
+            title += f", {entry.before_status or '?'} → {entry.after_status or '?'}"
+        detail = entry.detail + (f". Reason: {entry.reason}" if entry.reason else "")
+        items.append(
+            Item(
+                at=entry.at,
+                kind="action",
+                title=title,
+                detail=detail,
+                ids={"audit": entry.pk, "target": entry.target},
+                flag="" if entry.result == Entry.Result.OK else entry.result,
+                tiebreak=entry.pk,
+            )
+        )
+    return items
+
+
+def _action_title(name):
+    """The action as a person reads it ("Re-poll"), from the one vocabulary.
+
+    An entry the vocabulary does not name (an action since renamed or
+    retired: the audit log is append-only) reads as its stored name.
+    """
+    try:
+        return Action(name).label
+    except ValueError:
+        return name

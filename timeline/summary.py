@@ -4,12 +4,13 @@ the support-safe summary, plain sentences in partner terms.
 
 from dataclasses import dataclass
 
-import orjson
 from django.utils import timezone
 
 from lib.formats import money, rfc3339_or_none, utc_text
 from records import states
 from records.models import Quote
+
+from .items import event_data
 
 # A trade status as support says it to a partner (the contract's words: a
 # reserved trade is "pending").
@@ -67,13 +68,9 @@ def clocks(trade, quotes, events, now):
         clocks.append(Clock("quote", quote.created_at, end, state, note))
     if trade:
         accepted = next((q for q in quotes if q.quote_id == trade.quote_id and q.accepted_at), None)
-        calls = {
-            (e.payload if isinstance(e.payload, dict) else orjson.loads(e.payload))["data"].get(
-                "requestId"
-            )
-            for e in events
-            if e.type == "trade.reserved"
-        } - {None}
+        calls = {event_data(e).get("requestId") for e in events if e.type == "trade.reserved"} - {
+            None
+        }
         note = trade.transact_id
         if len(calls) > 1:
             note += f", {len(calls)} transact calls (idempotent retries)"
