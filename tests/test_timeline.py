@@ -195,7 +195,10 @@ def test_the_timeline_makes_a_fixed_number_of_queries(
     # (1) + trades, quotes, events, status changes, ledger, deliveries,
     # support actions (7)
     with django_assert_max_num_queries(14):
-        agent.get("/orders/ptn_acme/scn_partner_never_told/")
+        response = agent.get("/orders/ptn_acme/scn_partner_never_told/")
+
+    assert response.status_code == 200
+    assert b'data-flag="partner_not_told"' in response.content
 
 
 def test_unknown_order_is_404(agent, scenarios):
