@@ -35,6 +35,7 @@ def consistency_flags(trades, changes, ledger, deliveries, events, now):
         tid = trade.transact_id
         entries = [e for e in ledger if e.transact_id == tid]
         settlements = [e for e in entries if e.entry_type == LedgerEntry.EntryType.SETTLEMENT]
+        # A returned trade settled first: its settlement entry stays.
         if trade.status in (states.SETTLED, states.RETURNED) and not settlements:
             flags.append(
                 Flag(

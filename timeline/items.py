@@ -33,7 +33,7 @@ class Item:
     ids: dict = field(default_factory=dict)
     learned_at: object = None
     source: str = ""
-    flag: str = ""  # late, illegal, override, failed ...
+    flag: str = ""  # a move's outcome, a failed delivery, an expired quote, an action not ok
     tiebreak: int = 0
 
     @property

@@ -49,10 +49,13 @@ class Clock:
 
 
 def clocks(trade, quotes, events, now):
-    clocks = []
+    """A quote clock per quote (from the quote until accepted or expired), then
+    the trade's execution clock (from the accepted quote until the trade id
+    came back) and its settlement clock (from reserved until a final status)."""
+    drawn = []
     for quote in quotes:
         if quote.status == Quote.Status.UNAVAILABLE:
-            clocks.append(
+            drawn.append(
                 Clock("quote", quote.created_at, quote.created_at, "unavailable", quote.quote_id)
             )
             continue
@@ -65,16 +68,15 @@ def clocks(trade, quotes, events, now):
         note = quote.quote_id
         if quote.expires_at:
             note += f", expiresAt {rfc3339_or_none(quote.expires_at)}"
-        clocks.append(Clock("quote", quote.created_at, end, state, note))
+        drawn.append(Clock("quote", quote.created_at, end, state, note))
     if trade:
         accepted = next((q for q in quotes if q.quote_id == trade.quote_id and q.accepted_at), None)
-        calls = {event_data(e).get("requestId") for e in events if e.type == "trade.reserved"} - {
-            None
-        }
+        requests = {event_data(e).get("requestId") for e in events if e.type == "trade.reserved"}
+        calls = requests - {None}
         note = trade.transact_id
         if len(calls) > 1:
             note += f", {len(calls)} transact calls (idempotent retries)"
-        clocks.append(
+        drawn.append(
             Clock(
                 "execution",
                 accepted.accepted_at if accepted else None,
@@ -84,7 +86,7 @@ def clocks(trade, quotes, events, now):
             )
         )
         final = trade.status in states.FINAL_STATUSES
-        clocks.append(
+        drawn.append(
             Clock(
                 "settlement",
                 trade.reserved_at,
@@ -93,7 +95,7 @@ def clocks(trade, quotes, events, now):
                 f"SLA {trade.pool.sla_minutes} min",
             )
         )
-    return clocks
+    return drawn
 
 
 def support_summary(order, trade, quotes):
