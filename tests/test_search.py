@@ -228,7 +228,12 @@ def test_a_lookup_is_a_handful_of_queries(agent, order, django_assert_max_num_qu
     # session, user, the user's role, session save (savepoint, update,
     # release), the identifier range scan, the latest trade of each order found
     with django_assert_max_num_queries(8):
-        agent.get("/search", {"q": "pt_live_9"})
+        response = agent.get("/search", {"q": "pt_live_9"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "prefix trade <code>pt_live_9A2</code>" in page
+    assert 'href="/orders/ptn_acme/order_9999/"' in page
 
 
 @hsettings(

@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 
+from audit import log as audit
 from opspanel.celery import app
+from records.models import Order
 from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
 from tests import envelopes
 from tests.conftest import post_event
@@ -171,6 +173,21 @@ def test_a_late_webhook_shows_when_it_happened_and_when_we_learned_of_it(
     assert "after it happened" in page
 
 
+def test_support_actions_on_the_order_read_in_the_panels_words(agent, tmp_path, operations_user):
+    import_events(tmp_path, envelopes.trade("reserved"))
+    order = Order.objects.get(partner_reference="order_7841")
+    for action in ("queue.claim", "queue.unclaim", "retired.action"):
+        audit.record(actor=operations_user, action=action, target="pt_live_9A2", order=order)
+
+    items = timeline(agent, "order_7841")["items"]
+
+    assert [i["summary"] for i in items if i["kind"] == "action"] == [
+        "Claimed of pt_live_9A2 by olga-operations (operations): Ok",
+        "Unclaimed of pt_live_9A2 by olga-operations (operations): Ok",
+        "retired.action of pt_live_9A2 by olga-operations (operations): Ok",
+    ]
+
+
 def test_the_timeline_makes_a_fixed_number_of_queries(
     agent, scenarios, django_assert_max_num_queries
 ):
@@ -178,7 +195,10 @@ def test_the_timeline_makes_a_fixed_number_of_queries(
     # (1) + trades, quotes, events, status changes, ledger, deliveries,
     # support actions (7)
     with django_assert_max_num_queries(14):
-        agent.get("/orders/ptn_acme/scn_partner_never_told/")
+        response = agent.get("/orders/ptn_acme/scn_partner_never_told/")
+
+    assert response.status_code == 200
+    assert b'data-flag="partner_not_told"' in response.content
 
 
 def test_unknown_order_is_404(agent, scenarios):
@@ -201,8 +221,6 @@ def test_the_timeline_needs_sign_in(client, scenarios):
 
 
 def test_no_forbidden_field_appears_in_any_page_or_export(agent, scenarios):
-    from records.models import Order
-
     bodies = []
     for order in Order.objects.select_related("partner"):
         url = order.get_absolute_url()
