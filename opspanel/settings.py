@@ -215,6 +215,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_TASK_IGNORE_RESULT = True
+if TESTING:
+    # Test processes running side by side (pytest-xdist) share one broker:
+    # each sends to, and its worker consumes, a queue of its own.
+    CELERY_TASK_DEFAULT_QUEUE = "opspanel-test-" + env("PYTEST_XDIST_WORKER", "main")
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "sweep-pending-events": {

@@ -74,6 +74,27 @@ def admin_user(db):
     return create_user("ada-admin", PASSWORD, "admin")
 
 
+@pytest.fixture
+def support(client, support_user):
+    """The test client, signed in as the support agent."""
+    client.force_login(support_user)
+    return client
+
+
+@pytest.fixture
+def ops(client, operations_user):
+    """The test client, signed in as operations."""
+    client.force_login(operations_user)
+    return client
+
+
+@pytest.fixture
+def admin(client, admin_user):
+    """The test client, signed in as an admin."""
+    client.force_login(admin_user)
+    return client
+
+
 def _flush_with_ledger(flush):
     """pytest-django empties the database after a transactional test with
     TRUNCATE, which the append-only ledger refuses (``test_records`` shows
@@ -97,6 +118,7 @@ def _worker_thread(django_db_setup, django_db_blocker):
 
     from opspanel.celery import app
 
+    app.control.purge()  # what an earlier run left in this process's queue
     with (
         django_db_blocker.unblock(),
         start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w,

@@ -93,12 +93,6 @@ def entries(order, operations_user, admin_user, support_user):
     }
 
 
-@pytest.fixture
-def support(client, support_user):
-    client.force_login(support_user)
-    return client
-
-
 def shown(response):
     assert response.status_code == 200
     return [entry.pk for entry in response.context["rows"]]

@@ -74,12 +74,6 @@ def sandbox(sandbox_file):
     import_network(sandbox_file, 50, 3)
 
 
-@pytest.fixture
-def support(client, support_user):
-    client.force_login(support_user)
-    return client
-
-
 # --- reading the page ---------------------------------------------------------
 
 SHOWN = {

@@ -96,24 +96,6 @@ def many(tmp_path):
     )
 
 
-@pytest.fixture
-def support(client, support_user):
-    client.force_login(support_user)
-    return client
-
-
-@pytest.fixture
-def ops(client, operations_user):
-    client.force_login(operations_user)
-    return client
-
-
-@pytest.fixture
-def admin(client, admin_user):
-    client.force_login(admin_user)
-    return client
-
-
 def shown(response):
     assert response.status_code == 200
     return [trade.transact_id for trade in response.context["rows"]]

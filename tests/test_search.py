@@ -14,12 +14,6 @@ ORDER_URL = "/orders/ptn_acme/order_7841/"
 
 
 @pytest.fixture
-def agent(client, support_user):
-    client.force_login(support_user)
-    return client
-
-
-@pytest.fixture
 def order(tmp_path):
     """One order carrying every kind of id, plus a second order elsewhere."""
     quote = envelopes.quote("created", quote_id="pq_live_01J4")
@@ -49,15 +43,15 @@ def order(tmp_path):
         "ledger_0pools_772",  # ledger entry
     ],
 )
-def test_each_id_kind_goes_straight_to_the_timeline(agent, order, value):
-    response = agent.get("/search", {"q": value})
+def test_each_id_kind_goes_straight_to_the_timeline(support, order, value):
+    response = support.get("/search", {"q": value})
 
     assert response.status_code == 302
     assert response["Location"] == ORDER_URL
 
 
-def test_id_links_from_tickets_redirect_the_same_way(agent, order):
-    response = agent.get("/id/pt_live_9A2")
+def test_id_links_from_tickets_redirect_the_same_way(support, order):
+    response = support.get("/id/pt_live_9A2")
 
     assert response.status_code == 302
     assert response["Location"] == ORDER_URL
@@ -75,15 +69,15 @@ def test_id_links_from_tickets_redirect_the_same_way(agent, order):
         "<https://dashboard.example.com/trades/pt_live_9A2>",
     ],
 )
-def test_whitespace_quotes_brackets_and_urls_around_an_id_are_stripped(agent, order, pasted):
-    response = agent.get("/search", {"q": pasted})
+def test_whitespace_quotes_brackets_and_urls_around_an_id_are_stripped(support, order, pasted):
+    response = support.get("/search", {"q": pasted})
 
     assert response.status_code == 302
     assert response["Location"] == ORDER_URL
 
 
-def test_a_prefix_of_six_or_more_lists_the_matches_and_says_why(agent, order):
-    response = agent.get("/search", {"q": "pt_live_9"})
+def test_a_prefix_of_six_or_more_lists_the_matches_and_says_why(support, order):
+    response = support.get("/search", {"q": "pt_live_9"})
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -93,37 +87,37 @@ def test_a_prefix_of_six_or_more_lists_the_matches_and_says_why(agent, order):
     assert 'href="/orders/ptn_acme/order_9999/"' in page
 
 
-def test_a_prefix_shorter_than_six_finds_nothing(agent, order):
-    response = agent.get("/search", {"q": "pt_li"})
+def test_a_prefix_shorter_than_six_finds_nothing(support, order):
+    response = support.get("/search", {"q": "pt_li"})
 
     assert b"Nothing found" in response.content
 
 
-def test_ids_are_case_sensitive(agent, order):
-    response = agent.get("/search", {"q": "PT_LIVE_9A2"})
+def test_ids_are_case_sensitive(support, order):
+    response = support.get("/search", {"q": "PT_LIVE_9A2"})
 
     assert b"Nothing found" in response.content
 
 
-def test_underscore_in_a_prefix_is_not_a_wildcard(agent, order, tmp_path):
+def test_underscore_in_a_prefix_is_not_a_wildcard(support, order, tmp_path):
     import_events(
         tmp_path, envelopes.trade("reserved", transact_id="pt_live_9C1", reference="orderX7841")
     )
 
-    response = agent.get("/search", {"q": "order_78"})
+    response = support.get("/search", {"q": "order_78"})
 
     assert b"order_7841" in response.content
     assert b"orderX7841" not in response.content
 
 
-def test_one_partner_order_id_at_two_partners_lists_both(agent, tmp_path):
+def test_one_partner_order_id_at_two_partners_lists_both(support, tmp_path):
     import_events(
         tmp_path,
         envelopes.trade("settled", transact_id="pt_live_AAA", partner="ptn_acme"),
         envelopes.trade("reserved", transact_id="pt_live_BBB", partner="ptn_globex"),
     )
 
-    response = agent.get("/search", {"q": "order_7841"})
+    response = support.get("/search", {"q": "order_7841"})
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -133,8 +127,8 @@ def test_one_partner_order_id_at_two_partners_lists_both(agent, tmp_path):
     assert "exact partner order id <code>order_7841</code>" in page
 
 
-def test_nothing_found_says_what_the_input_looks_like(agent, order):
-    response = agent.get("/search", {"q": "evt_doesnotexist"})
+def test_nothing_found_says_what_the_input_looks_like(support, order):
+    response = support.get("/search", {"q": "evt_doesnotexist"})
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -142,55 +136,55 @@ def test_nothing_found_says_what_the_input_looks_like(agent, order):
     assert "looks like a <strong>event</strong> id" in page
 
 
-def test_a_test_id_for_a_live_record_is_pointed_out(agent, order):
-    response = agent.get("/search", {"q": "pt_test_9A2"})
+def test_a_test_id_for_a_live_record_is_pointed_out(support, order):
+    response = support.get("/search", {"q": "pt_test_9A2"})
 
     page = response.content.decode()
     assert "pt_live_9A2 exists" in page
     assert 'href="/id/pt_live_9A2"' in page
 
 
-def test_a_typo_near_an_existing_id_is_suggested(agent, order):
-    response = agent.get("/search", {"q": "pq_live_01J5"})
+def test_a_typo_near_an_existing_id_is_suggested(support, order):
+    response = support.get("/search", {"q": "pq_live_01J5"})
 
     assert "Did you mean pq_live_01J4?" in response.content.decode()
 
 
-def test_a_pasted_secret_is_not_searched_and_the_agent_is_warned(agent, order):
-    response = agent.get("/search", {"q": "sk_live_" + "a" * 40})
+def test_a_pasted_secret_is_not_searched_and_the_agent_is_warned(support, order):
+    response = support.get("/search", {"q": "sk_live_" + "a" * 40})
 
     assert "Secrets are never stored" in response.content.decode()
 
 
-def test_id_not_found_is_a_404_page(agent, order):
-    response = agent.get("/id/pt_live_nope")
+def test_id_not_found_is_a_404_page(support, order):
+    response = support.get("/id/pt_live_nope")
 
     assert response.status_code == 404
     assert b"Nothing found" in response.content
 
 
-def test_a_partner_id_filters_the_orders_list(agent, order):
-    response = agent.get("/search", {"q": "ptn_acme"})
+def test_a_partner_id_filters_the_orders_list(support, order):
+    response = support.get("/search", {"q": "ptn_acme"})
 
     assert response.status_code == 302
     assert response["Location"] == "/orders/?partner=ptn_acme"
 
 
-def test_a_pool_filters_the_trades_list(agent, order):
-    response = agent.get("/search", {"q": "EUR-USDT"})
+def test_a_pool_filters_the_trades_list(support, order):
+    response = support.get("/search", {"q": "EUR-USDT"})
 
     assert response.status_code == 302
     assert response["Location"] == "/trades/?pool=EUR-USDT"
 
 
-def test_pasting_a_whole_ticket_extracts_and_groups_every_id(agent, order):
+def test_pasting_a_whole_ticket_extracts_and_groups_every_id(support, order):
     ticket = (
         "Hi team, order_7841 was charged but the user has nothing!\n"
         "Our logs: [2026-06-28 20:15:03] POST /transact -> pt_live_9A2 (request req_01HZY0P2)\n"
         "webhook evt_01J4Z9 received. Also pt_live_9B7 looks stuck, and evt_NOTREAL1 never came."
     )
 
-    response = agent.get("/search", {"q": ticket})
+    response = support.get("/search", {"q": ticket})
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -201,10 +195,10 @@ def test_pasting_a_whole_ticket_extracts_and_groups_every_id(agent, order):
     assert "evt_NOTREAL1 (event) was not found" in page
 
 
-def test_a_ledger_entry_whose_trade_has_not_arrived_is_shown_waiting(agent, tmp_path):
+def test_a_ledger_entry_whose_trade_has_not_arrived_is_shown_waiting(support, tmp_path):
     import_events(tmp_path, envelopes.ledger("ledger_early_1", transact_id="pt_live_LATER"))
 
-    response = agent.get("/search", {"q": "ledger_early_1"})
+    response = support.get("/search", {"q": "ledger_early_1"})
 
     assert response.status_code == 200
     assert b"waiting for pt_live_LATER to arrive" in response.content
@@ -217,18 +211,18 @@ def test_search_needs_sign_in(client, order):
     assert response["Location"].startswith("/accounts/login/")
 
 
-def test_an_empty_query_is_a_clear_400(agent):
-    response = agent.get("/search", {"q": "   "})
+def test_an_empty_query_is_a_clear_400(support):
+    response = support.get("/search", {"q": "   "})
 
     assert response.status_code == 400
     assert b"Paste an id" in response.content
 
 
-def test_a_lookup_is_a_handful_of_queries(agent, order, django_assert_max_num_queries):
+def test_a_lookup_is_a_handful_of_queries(support, order, django_assert_max_num_queries):
     # session, user, the user's role, session save (savepoint, update,
     # release), the identifier range scan, the latest trade of each order found
     with django_assert_max_num_queries(8):
-        response = agent.get("/search", {"q": "pt_live_9"})
+        response = support.get("/search", {"q": "pt_live_9"})
 
     assert response.status_code == 200
     page = response.content.decode()
@@ -240,20 +234,20 @@ def test_a_lookup_is_a_handful_of_queries(agent, order, django_assert_max_num_qu
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.text(max_size=200))
-def test_no_input_makes_the_search_box_fail(agent, q):
-    response = agent.get("/search", {"q": q})
+def test_no_input_makes_the_search_box_fail(support, q):
+    response = support.get("/search", {"q": q})
 
     assert response.status_code in (200, 302, 400)
 
 
-def test_an_idempotency_key_reused_for_two_orders_finds_both(agent, tmp_path):
+def test_an_idempotency_key_reused_for_two_orders_finds_both(support, tmp_path):
     first = envelopes.trade("settled", transact_id="pt_live_KEY1", reference="order_a")
     second = envelopes.trade("reserved", transact_id="pt_live_KEY2", reference="order_b")
     for event in (first, second):
         event["data"]["idempotencyKey"] = "checkout:accept:1"
     import_events(tmp_path, first, second)
 
-    response = agent.get("/search", {"q": "checkout:accept:1"})
+    response = support.get("/search", {"q": "checkout:accept:1"})
 
     assert response.status_code == 200
     page = response.content.decode()

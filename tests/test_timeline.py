@@ -18,12 +18,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def agent(client, support_user):
-    client.force_login(support_user)
-    return client
-
-
-@pytest.fixture
 def scenarios(tmp_path):
     """The sandbox's named scenario orders (and 20 random ones), imported."""
     path = tmp_path / "scenarios.ndjson"
@@ -32,8 +26,8 @@ def scenarios(tmp_path):
     return path
 
 
-def timeline(agent, reference, partner="ptn_acme"):
-    response = agent.get(f"/orders/{partner}/{reference}/", {"format": "json"})
+def timeline(support, reference, partner="ptn_acme"):
+    response = support.get(f"/orders/{partner}/{reference}/", {"format": "json"})
     assert response.status_code == 200
     return response.json()
 
@@ -52,11 +46,11 @@ def timeline(agent, reference, partner="ptn_acme"):
     ],
 )
 def test_each_consistency_flag_shows_on_the_order_built_to_show_it(
-    agent, scenarios, scenario, flag
+    support, scenarios, scenario, flag
 ):
-    page = agent.get(f"/orders/ptn_acme/{scenario}/")
+    page = support.get(f"/orders/ptn_acme/{scenario}/")
 
-    data = timeline(agent, scenario)
+    data = timeline(support, scenario)
     codes = [f["code"] for f in data["flags"]]
     assert flag in codes
     explanation = next(f for f in data["flags"] if f["code"] == flag)["explanation"]
@@ -67,12 +61,12 @@ def test_each_consistency_flag_shows_on_the_order_built_to_show_it(
 @pytest.mark.parametrize(
     "scenario", ["scn_settled_ok", "scn_returned_with_reversal", "scn_expired_reask"]
 )
-def test_a_clean_order_raises_no_flag(agent, scenarios, scenario):
-    assert timeline(agent, scenario)["flags"] == []
+def test_a_clean_order_raises_no_flag(support, scenarios, scenario):
+    assert timeline(support, scenario)["flags"] == []
 
 
-def test_the_json_timeline_has_order_items_and_flags(agent, scenarios):
-    data = timeline(agent, "scn_settled_ok")
+def test_the_json_timeline_has_order_items_and_flags(support, scenarios):
+    data = timeline(support, "scn_settled_ok")
 
     assert {"order", "items", "flags", "clocks", "summary"} <= data.keys()
     assert data["order"]["partnerId"] == "ptn_acme"
@@ -87,15 +81,17 @@ def test_the_json_timeline_has_order_items_and_flags(agent, scenarios):
     assert times == sorted(times)
 
 
-def test_json_is_also_served_for_an_accept_header(agent, scenarios):
-    response = agent.get("/orders/ptn_acme/scn_settled_ok/", headers={"Accept": "application/json"})
+def test_json_is_also_served_for_an_accept_header(support, scenarios):
+    response = support.get(
+        "/orders/ptn_acme/scn_settled_ok/", headers={"Accept": "application/json"}
+    )
 
     assert response["Content-Type"] == "application/json"
     assert response.json()["order"]["partnerReference"] == "scn_settled_ok"
 
 
-def test_three_clocks_are_drawn_separately_with_expired_quotes_visible(agent, scenarios):
-    data = timeline(agent, "scn_expired_reask")
+def test_three_clocks_are_drawn_separately_with_expired_quotes_visible(support, scenarios):
+    data = timeline(support, "scn_expired_reask")
 
     clocks = [(c["name"], c["state"]) for c in data["clocks"]]
     assert clocks == [
@@ -105,57 +101,57 @@ def test_three_clocks_are_drawn_separately_with_expired_quotes_visible(agent, sc
         ("settlement", "settled"),
     ]
     assert all(c["seconds"] is not None and c["seconds"] >= 0 for c in data["clocks"])
-    page = agent.get("/orders/ptn_acme/scn_expired_reask/").content.decode()
+    page = support.get("/orders/ptn_acme/scn_expired_reask/").content.decode()
     assert page.count('class="clock clock-quote') == 2
     assert "clock-execution" in page and "clock-settlement" in page
 
 
-def test_a_pending_trade_has_a_running_settlement_clock(agent, scenarios):
-    data = timeline(agent, "scn_stuck_reserved")
+def test_a_pending_trade_has_a_running_settlement_clock(support, scenarios):
+    data = timeline(support, "scn_stuck_reserved")
 
     settlement = next(c for c in data["clocks"] if c["name"] == "settlement")
     assert settlement["state"] == "running"
     assert settlement["end"] is None
 
 
-def test_the_illegal_and_late_moves_are_on_the_history_not_applied(agent, scenarios):
-    items = timeline(agent, "scn_illegal_move")["items"]
+def test_the_illegal_and_late_moves_are_on_the_history_not_applied(support, scenarios):
+    items = timeline(support, "scn_illegal_move")["items"]
 
     flagged = [i for i in items if i["flag"] == "illegal"]
     assert len(flagged) == 1
     assert "settled (illegal, not applied)" in flagged[0]["summary"]
 
-    late = [i for i in timeline(agent, "scn_late_reserved")["items"] if i["flag"] == "late"]
+    late = [i for i in timeline(support, "scn_late_reserved")["items"] if i["flag"] == "late"]
     assert "reserved (late, not applied)" in late[0]["summary"]
 
 
-def test_the_summary_speaks_partner_terms(agent, scenarios):
+def test_the_summary_speaks_partner_terms(support, scenarios):
     # (after "Order <partner order id>:", which here names the scenario)
-    pending = timeline(agent, "scn_stuck_reserved")["summary"].split(":", 1)[1]
-    settled = timeline(agent, "scn_settled_ok")["summary"].split(":", 1)[1]
+    pending = timeline(support, "scn_stuck_reserved")["summary"].split(":", 1)[1]
+    settled = timeline(support, "scn_settled_ok")["summary"].split(":", 1)[1]
 
     assert "pending" in pending and "reserved" not in pending
     assert "settled" in settled and "delivered" in settled
-    page = agent.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
+    page = support.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
     assert 'data-copy="#summary-text"' in page
     assert 'id="summary-text"' in page
 
 
-def test_a_pending_order_refreshes_its_timeline_part_with_htmx(agent, scenarios):
-    page = agent.get("/orders/ptn_acme/scn_stuck_reserved/").content.decode()
+def test_a_pending_order_refreshes_its_timeline_part_with_htmx(support, scenarios):
+    page = support.get("/orders/ptn_acme/scn_stuck_reserved/").content.decode()
     assert 'hx-trigger="every 5s"' in page
 
-    partial = agent.get("/orders/ptn_acme/scn_stuck_reserved/", headers={"HX-Request": "true"})
+    partial = support.get("/orders/ptn_acme/scn_stuck_reserved/", headers={"HX-Request": "true"})
     body = partial.content.decode()
     assert body.lstrip().startswith('<div id="timeline-live"')
     assert "<html" not in body
 
-    settled = agent.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
+    settled = support.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
     assert "hx-trigger" not in settled
 
 
 def test_a_late_webhook_shows_when_it_happened_and_when_we_learned_of_it(
-    agent, client, django_capture_on_commit_callbacks
+    support, client, django_capture_on_commit_callbacks
 ):
     happened = datetime.now(UTC) - timedelta(hours=3)
     stamp = happened.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -168,18 +164,18 @@ def test_a_late_webhook_shows_when_it_happened_and_when_we_learned_of_it(
     finally:
         app.conf.task_always_eager = False
 
-    page = agent.get("/orders/ptn_acme/order_7841/").content.decode()
+    page = support.get("/orders/ptn_acme/order_7841/").content.decode()
     assert "learned " in page
     assert "after it happened" in page
 
 
-def test_support_actions_on_the_order_read_in_the_panels_words(agent, tmp_path, operations_user):
+def test_support_actions_on_the_order_read_in_the_panels_words(support, tmp_path, operations_user):
     import_events(tmp_path, envelopes.trade("reserved"))
     order = Order.objects.get(partner_reference="order_7841")
     for action in ("queue.claim", "queue.unclaim", "retired.action"):
         audit.record(actor=operations_user, action=action, target="pt_live_9A2", order=order)
 
-    items = timeline(agent, "order_7841")["items"]
+    items = timeline(support, "order_7841")["items"]
 
     assert [i["summary"] for i in items if i["kind"] == "action"] == [
         "Claimed of pt_live_9A2 by olga-operations (operations): Ok",
@@ -189,29 +185,29 @@ def test_support_actions_on_the_order_read_in_the_panels_words(agent, tmp_path, 
 
 
 def test_the_timeline_makes_a_fixed_number_of_queries(
-    agent, scenarios, django_assert_max_num_queries
+    support, scenarios, django_assert_max_num_queries
 ):
     # session (1) + user (1) + session save (3) + the user's role (1) + order
     # (1) + trades, quotes, events, status changes, ledger, deliveries,
     # support actions (7)
     with django_assert_max_num_queries(14):
-        response = agent.get("/orders/ptn_acme/scn_partner_never_told/")
+        response = support.get("/orders/ptn_acme/scn_partner_never_told/")
 
     assert response.status_code == 200
     assert b'data-flag="partner_not_told"' in response.content
 
 
-def test_unknown_order_is_404(agent, scenarios):
-    assert agent.get("/orders/ptn_acme/no_such_order/").status_code == 404
+def test_unknown_order_is_404(support, scenarios):
+    assert support.get("/orders/ptn_acme/no_such_order/").status_code == 404
 
 
-def test_a_partner_order_id_with_a_slash_has_a_timeline(agent, tmp_path):
+def test_a_partner_order_id_with_a_slash_has_a_timeline(support, tmp_path):
     import_events(tmp_path, envelopes.trade("reserved", reference="shop/2026/42?x=1"))
 
-    response = agent.get("/search", {"q": "shop/2026/42?x=1"})
+    response = support.get("/search", {"q": "shop/2026/42?x=1"})
 
     assert response.status_code == 302
-    assert agent.get(response["Location"]).status_code == 200
+    assert support.get(response["Location"]).status_code == 200
 
 
 def test_the_timeline_needs_sign_in(client, scenarios):
@@ -220,17 +216,17 @@ def test_the_timeline_needs_sign_in(client, scenarios):
     assert response.status_code == 302
 
 
-def test_no_forbidden_field_appears_in_any_page_or_export(agent, scenarios):
+def test_no_forbidden_field_appears_in_any_page_or_export(support, scenarios):
     bodies = []
     for order in Order.objects.select_related("partner"):
         url = order.get_absolute_url()
-        bodies.append(agent.get(url).content)
-        bodies.append(agent.get(url, {"format": "json"}).content)
+        bodies.append(support.get(url).content)
+        bodies.append(support.get(url, {"format": "json"}).content)
     for path in ("/", "/orders/", "/trades/", "/events/", "/ledger/"):
-        bodies.append(agent.get(path).content)
-        export = agent.get(path, {"format": "csv"})
+        bodies.append(support.get(path).content)
+        export = support.get(path, {"format": "csv"})
         bodies.append(b"".join(export.streaming_content) if export.streaming else export.content)
-    bodies.append(agent.get("/search", {"q": "pt_live_"}).content)
+    bodies.append(support.get("/search", {"q": "pt_live_"}).content)
 
     text = b"\n".join(bodies).decode()
     assert "scn_settled_ok" in text  # the pages hold the data
@@ -238,19 +234,19 @@ def test_no_forbidden_field_appears_in_any_page_or_export(agent, scenarios):
     assert [k for k in FORBIDDEN_KEYS if f'"{k}"' in text] == []
 
 
-def test_the_live_refresh_asks_for_the_same_order_even_with_a_percent_in_its_id(agent, tmp_path):
+def test_the_live_refresh_asks_for_the_same_order_even_with_a_percent_in_its_id(support, tmp_path):
     import_events(tmp_path, envelopes.trade("reserved", reference="o%41"))
 
-    page = agent.get("/orders/ptn_acme/o%2541/").content.decode()
+    page = support.get("/orders/ptn_acme/o%2541/").content.decode()
 
     assert 'hx-get="/orders/ptn_acme/o%2541/"' in page
 
 
-def test_each_received_event_can_be_replayed_from_the_timeline(agent, scenarios):
-    data = timeline(agent, "scn_settled_ok")
+def test_each_received_event_can_be_replayed_from_the_timeline(support, scenarios):
+    data = timeline(support, "scn_settled_ok")
     event_id = next(i["ids"]["event"] for i in data["items"] if i["kind"] == "status")
 
-    page = agent.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
+    page = support.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
 
     assert f'href="/events/{event_id}/replay"' in page
 
