@@ -14,8 +14,8 @@ parts, all in memory, nothing persisted:
         or whatever a queued fault says (below), which comes before the key check.
 
 The answer carries the contract's trade fields *and* internal execution
-detail the contract forbids (keys from ``network.FORBIDDEN_KEYS``, values
-holding ``network.FORBIDDEN_MARKERS``) at the top level, inside ``amount`` or
+detail the contract forbids (keys from ``forbidden.FORBIDDEN_KEYS``, values
+holding ``forbidden.FORBIDDEN_MARKERS``) at the top level, inside ``amount`` or
 ``deliverAmount`` and inside a ``statusHistory`` entry, besides whatever the
 stream's own event carried. The panel's allowlist has to drop all of it.
 
@@ -104,7 +104,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from sandbox.network import DEFAULT_START, add_internal_detail, generate
+from sandbox.forbidden import add_internal_detail
+from sandbox.network import DEFAULT_START, generate
 
 DEFAULT_API_KEY = "sk_test_sandbox_operations_key_000000000000"
 RESOLVED_SHARE = 0.8  # of trades stuck in reserved at the end of the stream

@@ -13,7 +13,8 @@ from django.core.management.base import CommandError
 from standardwebhooks.webhooks import Webhook
 
 from ingest.contract import parse_envelope
-from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS, generate
+from sandbox.forbidden import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
+from sandbox.network import generate
 from sandbox.server import DEFAULT_API_KEY, start
 from tests.helpers import wait_for
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 
 from opspanel.celery import app
-from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
+from sandbox.forbidden import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
 from tests import envelopes
 from tests.conftest import post_event
 from tests.helpers import import_events

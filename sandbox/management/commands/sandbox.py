@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from lib.formats import rfc3339
 from sandbox import server
 from sandbox.network import DEFAULT_START, generate
 
@@ -76,7 +77,7 @@ class Command(BaseCommand):
             default=DEFAULT_START,
             help=(
                 "the network's clock at the first order (default "
-                f"{DEFAULT_START:%Y-%m-%dT%H:%M:%SZ}); every time in the stream is an offset "
+                f"{rfc3339(DEFAULT_START)}); every time in the stream is an offset "
                 "from it. Put it a few hours before now to see trades stuck in reserved "
                 "as stuck today."
             ),
@@ -120,8 +121,7 @@ class Command(BaseCommand):
             "--start",
             type=_utc_time,
             default=DEFAULT_START,
-            help=f"the network's clock at the first order (default "
-            f"{DEFAULT_START:%Y-%m-%dT%H:%M:%SZ})",
+            help=f"the network's clock at the first order (default {rfc3339(DEFAULT_START)})",
         )
         serve_parser.add_argument(
             "--api-key",
