@@ -355,8 +355,8 @@ def test_the_log_has_one_line_per_request_and_never_a_body_or_key(sandbox, upstr
         headers=signed(body, PARTNER_SECRET, "evt_sandboxdelivery3"),
     )
     upstream.get("/v1/trades/pt_live_doesnotexist", headers=AUTH)
-    # The server writes its log line after the answer has gone out, so the
-    # control call's line may land after ``before`` too: leave it out.
+    # Each line is written in the server's thread as its answer goes out:
+    # wait for the last one, and leave out the control calls' lines.
     wait_for(
         lambda: LOG.getvalue().count("/v1/trades/pt_live_doesnotexist") > asked_before, timeout=5
     )

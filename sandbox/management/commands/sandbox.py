@@ -26,6 +26,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from lib.formats import rfc3339
 from sandbox import server
+from sandbox.loopback import is_loopback
 from sandbox.network import DEFAULT_START, generate
 
 CHUNK = 1000  # envelopes per write
@@ -150,7 +151,7 @@ class Command(BaseCommand):
         self, *, host, port, allow_remote, orders, seed, start, api_key, wire_partners, **options
     ):
         api_key = api_key or os.environ.get("OPOOLS_API_KEY") or server.DEFAULT_API_KEY
-        if not allow_remote and not server.is_loopback(host):
+        if not allow_remote and not is_loopback(host):
             raise CommandError(f"{host!r} is not loopback; add --allow-remote if you mean it")
         try:
             sandbox = server.start(
@@ -205,7 +206,7 @@ def _wire_partners(sandbox):
         secrets = list(
             SigningSecret.objects.active().filter(partner=partner).values_list("secret", flat=True)
         )
-        sandbox.state.add_partner(partner.partner_id, {"secrets": secrets, "respond": 200})
+        sandbox.state.receiver.add_partner(partner.partner_id, {"secrets": secrets, "respond": 200})
     return len(partners)
 
 
