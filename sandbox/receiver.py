@@ -1,14 +1,17 @@
 """A partner's webhook endpoint, for the panel's redeliveries:
-``POST /partners/{ptn_id}/webhooks``."""
+``POST /partners/{ptn_id}/webhooks``.
 
-import binascii
+The signature check is ingest's own (``ingest.signatures``): the sandbox
+plays the partner, and a partner checks what the panel signs the way the
+panel checks what 0Pools signs.
+"""
+
 import threading
-from base64 import b64decode
 from contextlib import suppress
 
 import orjson
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from ingest.signatures import SignatureRejected, secret_problem, verify
 from sandbox.refusals import bad_request
 
 
@@ -35,7 +38,10 @@ class Receiver:
         if not isinstance(secrets, list) or not secrets:
             raise bad_request("secrets is a list of whsec_ secrets")
         for position, secret in enumerate(secrets, start=1):
-            if problem := _secret_problem(secret):
+            problem = (
+                secret_problem(secret) if isinstance(secret, str) else "does not start with whsec_"
+            )
+            if problem:
                 raise bad_request(f"secret #{position} {problem}")
         codes = _respond_codes(body.get("respond", 200))
         with self.lock:
@@ -62,13 +68,15 @@ class Receiver:
         if partner is None:
             record["reason"], record["answered"] = "unknown partner", 404
         else:
-            position, reason = _verify(body, headers, partner["secrets"])
-            record["verified"] = position is not None
-            record["secret_position"] = position
-            if position is None:
-                record["reason"], record["answered"] = reason, 400
-            elif record["event"] is None:
-                record["reason"], record["answered"] = "body is not JSON", 400
+            try:
+                secret = verify(body, headers, partner["secrets"])
+            except SignatureRejected as rejected:
+                record["reason"], record["answered"] = str(rejected), 400
+            else:
+                record["verified"] = True
+                record["secret_position"] = secret.position
+                if record["event"] is None:
+                    record["reason"], record["answered"] = "body is not JSON", 400
         with self.lock:
             if record["answered"] is None:
                 codes = partner["respond"]
@@ -96,30 +104,3 @@ def _respond_codes(respond):
         if 300 <= code <= 399:
             raise bad_request("the receiver never answers a 3xx")
     return codes
-
-
-def _secret_problem(secret):
-    if not isinstance(secret, str) or not secret.startswith("whsec_"):
-        return "does not start with whsec_"
-    try:
-        raw = b64decode(secret.removeprefix("whsec_"), validate=True)
-    except binascii.Error:
-        return "is not valid base64 after whsec_"
-    return None if raw else "is empty"
-
-
-def _verify(body, headers, secrets):
-    """(1-based position of the secret that verifies, None) or (None, reason)."""
-    reason = "no secret registered"
-    for position, secret in enumerate(secrets, start=1):
-        try:
-            Webhook(secret).verify(body, headers, json_parse=False)
-        except WebhookVerificationError as error:
-            reason = str(error)
-        except UnicodeDecodeError:
-            return None, "body is not UTF-8"
-        except ValueError:  # binascii.Error too: "garbage", "v1,%%%"
-            return None, "webhook-signature is malformed"
-        else:
-            return position, None
-    return None, reason

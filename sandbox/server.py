@@ -63,7 +63,9 @@ only; every answer is JSON)::
     POST /partners/{ptn_id}/webhooks
 
 It verifies the Standard Webhooks signature against every secret registered
-for the partner, records the delivery either way, and answers the partner's
+for the partner with ingest's own check (``ingest.signatures``: a secret
+must pass its ``secret_problem`` to be registered, and a refusal's reason
+is ingest's), records the delivery either way, and answers the partner's
 ``respond`` when verified, 400 when not (or when the verified body is not
 JSON), 404 for an unregistered partner (recorded too). It never answers a
 3xx.
