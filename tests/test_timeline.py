@@ -9,7 +9,7 @@ from django.core.management import call_command
 from audit import log as audit
 from opspanel.celery import app
 from records.models import Order
-from sandbox.network import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
+from sandbox.forbidden import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
 from tests import envelopes
 from tests.conftest import post_event
 from tests.helpers import import_events

@@ -24,7 +24,9 @@ from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from lib.formats import rfc3339
 from sandbox import server
+from sandbox.loopback import is_loopback
 from sandbox.network import DEFAULT_START, generate
 
 CHUNK = 1000  # envelopes per write
@@ -76,7 +78,7 @@ class Command(BaseCommand):
             default=DEFAULT_START,
             help=(
                 "the network's clock at the first order (default "
-                f"{DEFAULT_START:%Y-%m-%dT%H:%M:%SZ}); every time in the stream is an offset "
+                f"{rfc3339(DEFAULT_START)}); every time in the stream is an offset "
                 "from it. Put it a few hours before now to see trades stuck in reserved "
                 "as stuck today."
             ),
@@ -120,8 +122,7 @@ class Command(BaseCommand):
             "--start",
             type=_utc_time,
             default=DEFAULT_START,
-            help=f"the network's clock at the first order (default "
-            f"{DEFAULT_START:%Y-%m-%dT%H:%M:%SZ})",
+            help=f"the network's clock at the first order (default {rfc3339(DEFAULT_START)})",
         )
         serve_parser.add_argument(
             "--api-key",
@@ -150,7 +151,7 @@ class Command(BaseCommand):
         self, *, host, port, allow_remote, orders, seed, start, api_key, wire_partners, **options
     ):
         api_key = api_key or os.environ.get("OPOOLS_API_KEY") or server.DEFAULT_API_KEY
-        if not allow_remote and not server.is_loopback(host):
+        if not allow_remote and not is_loopback(host):
             raise CommandError(f"{host!r} is not loopback; add --allow-remote if you mean it")
         try:
             sandbox = server.start(
@@ -205,7 +206,7 @@ def _wire_partners(sandbox):
         secrets = list(
             SigningSecret.objects.active().filter(partner=partner).values_list("secret", flat=True)
         )
-        sandbox.state.add_partner(partner.partner_id, {"secrets": secrets, "respond": 200})
+        sandbox.state.receiver.add_partner(partner.partner_id, {"secrets": secrets, "respond": 200})
     return len(partners)
 
 
