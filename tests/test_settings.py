@@ -43,3 +43,16 @@ def test_a_malformed_webhook_secret_is_caught_at_start_up(settings):
         "OPOOLS_WEBHOOK_SECRETS entry #2 is not valid base64 after whsec_.",
         "OPOOLS_WEBHOOK_SECRETS entry #3 does not start with whsec_.",
     ]
+
+
+def test_every_setting_read_from_the_environment_is_in_the_readme():
+    import re
+
+    source = (settings.BASE_DIR / "opspanel" / "settings.py").read_text()
+    read = set(re.findall(r'env(?:_bool|_list)?\("([A-Z0-9_]+)"', source))
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    # Set by pytest-xdist for each test process, not by anyone deploying.
+    undocumented = {name for name in read - {"PYTEST_XDIST_WORKER"} if f"`{name}`" not in readme}
+
+    assert read, "the pattern no longer finds the settings"
+    assert undocumented == set()
