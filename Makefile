@@ -1,7 +1,7 @@
 # Development tasks; docs/development.md explains them.
 #
 #   make run         the app with demo data: web + Celery worker + beat (PORT=8000)
-#   make test        ruff, makemigrations --check, then the whole pytest suite (ARGS=...)
+#   make test        ruff, makemigrations --check, then the whole pytest suite (ARGS=..., TEST_JOBS=...)
 #   make lint        ruff check + ruff format --check
 #   make fmt         fix what ruff can, then format
 #   make bench       bench/run.py (ARGS=...)
@@ -17,6 +17,9 @@ STAMP := $(VENV)/.installed
 PYTHON ?=
 PYTHONS := $(or $(PYTHON),python3 python3.14 python3.13 python3.12 python3.11)
 ARGS ?=
+# Test processes side by side (pytest-xdist), one test file each at a time;
+# TEST_JOBS=0 runs the suite in one process.
+TEST_JOBS ?= auto
 
 # DATABASE_URL from the environment, or the embedded server (started if needed).
 WITH_DB = DATABASE_URL="$$($(PY) scripts/dev.py db-url)"; export DATABASE_URL;
@@ -65,8 +68,8 @@ test: $(STAMP)
 	@set -e; $(WITH_DB) export OPSPANEL_TESTING=1; \
 	echo "$(PY) manage.py makemigrations --check --dry-run"; \
 	$(PY) manage.py makemigrations --check --dry-run; \
-	echo "$(VENV)/bin/pytest $(ARGS)"; \
-	$(VENV)/bin/pytest $(ARGS)
+	echo "$(VENV)/bin/pytest -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile $(ARGS)"; \
+	$(VENV)/bin/pytest -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
