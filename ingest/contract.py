@@ -320,6 +320,22 @@ def parse_time(value):
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
+def parse_optional_time(value):
+    return parse_time(value) if value else None
+
+
+def parse_decimal(value):
+    return Decimal(value) if value is not None else None
+
+
+def parse_amount(data, key):
+    """An amount field as ``(Decimal, currency)``; ``(None, "")`` when absent."""
+    amount = data.get(key)
+    if not amount:
+        return None, ""
+    return Decimal(amount["value"]), amount["currency"]
+
+
 _MODE_IDS = {
     "quote": ("quoteId",),
     "trade": ("transactId", "quoteId"),
