@@ -7,8 +7,16 @@ event is applied, here, or by ``relink_waiting`` from the sweep.
 """
 
 from django.db import transaction
+from psycopg.sql import SQL
 
-from .sql import execute
+from records.models import Identifier, Trade, WebhookEvent
+
+from .sql import Insert, Update, execute, table
+
+IDENTIFIER_INSERT = Insert(Identifier, ("value", "kind", "partner_id", "order_id", "link_key"))
+# A waiting row takes the order its source row (alias s) tells, and stops waiting.
+EVENT_LINKED = Update(WebhookEvent, (("order_id", "s.order_id"), ("link_key", "''")))
+IDENTIFIER_LINKED = Update(Identifier, (("order_id", "s.order_id"), ("link_key", "''")))
 
 
 def place(events, order_pk, trade_order):
@@ -25,14 +33,18 @@ def place(events, order_pk, trade_order):
     if ledger_tids:
         trade_order.update(
             execute(
-                "SELECT transact_id, order_id FROM records_trade WHERE transact_id = ANY(%b)",
+                SQL(
+                    "SELECT transact_id, order_id FROM {trades} WHERE transact_id = ANY(%b)"
+                ).format(trades=table(Trade)),
                 [list(ledger_tids)],
             )
         )
     referenced = {e.data["eventId"] for _, _, e in events if e.object == "delivery_attempt"}
     event_order = dict(
         execute(
-            "SELECT event_id, order_id FROM records_webhookevent WHERE event_id = ANY(%b)",
+            SQL("SELECT event_id, order_id FROM {events} WHERE event_id = ANY(%b)").format(
+                events=table(WebhookEvent)
+            ),
             [list(referenced)],
         )
         if referenced
@@ -100,24 +112,24 @@ def _upsert_identifiers(identifiers):
         [identifiers[k] for k in keys],
     ]
     execute(
-        """
+        SQL("""
         WITH rows AS (
             SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[])
-                   AS u(value, kind, partner_id, order_id, link_key)
+                   AS u({columns})
         ), known AS (
-            INSERT INTO records_identifier (value, kind, partner_id, order_id, link_key)
+            INSERT INTO {table} ({columns})
             SELECT * FROM rows WHERE order_id IS NOT NULL
             ON CONFLICT (value, kind, partner_id, order_id) WHERE order_id IS NOT NULL
             DO NOTHING
         ), waiting AS (
-            INSERT INTO records_identifier (value, kind, partner_id, order_id, link_key)
+            INSERT INTO {table} ({columns})
             SELECT * FROM rows WHERE order_id IS NULL
             ON CONFLICT (value, kind, partner_id) WHERE order_id IS NULL DO NOTHING
         )
-        DELETE FROM records_identifier i USING rows r
+        DELETE FROM {table} i USING rows r
          WHERE i.order_id IS NULL AND r.order_id IS NOT NULL
            AND i.value = r.value AND i.kind = r.kind AND i.partner_id = r.partner_id
-        """,
+        """).format(table=IDENTIFIER_INSERT.table, columns=IDENTIFIER_INSERT.names),
         params,
     )
 
@@ -134,58 +146,63 @@ def link_late_arrivals(transact_ids, event_ids):
         linked = [
             event_id
             for (event_id,) in execute(
-                """
-                UPDATE records_webhookevent e SET order_id = t.order_id, link_key = ''
-                  FROM records_trade t
+                SQL("""
+                UPDATE {events} e SET {linked}
+                  FROM {trades} s
                  WHERE e.order_id IS NULL AND e.link_key = ANY(%b)
-                   AND t.transact_id = e.link_key
+                   AND s.transact_id = e.link_key
                 RETURNING e.event_id
-                """,
+                """).format(
+                    events=EVENT_LINKED.table, linked=EVENT_LINKED.set, trades=table(Trade)
+                ),
                 [transact_ids],
             )
         ]
-        _link_identifiers(
-            "records_trade t", "t.transact_id = i.link_key", "t.order_id", transact_ids
-        )
+        _link_identifiers(table(Trade), SQL("s.transact_id = i.link_key"), transact_ids)
     keys = event_ids + linked
     if keys:
         execute(
-            """
-            UPDATE records_webhookevent d SET order_id = e.order_id, link_key = ''
-              FROM records_webhookevent e
+            SQL("""
+            UPDATE {events} d SET {linked}
+              FROM {events} s
              WHERE d.order_id IS NULL AND d.link_key = ANY(%b)
-               AND e.event_id = d.link_key AND e.order_id IS NOT NULL
-            """,
+               AND s.event_id = d.link_key AND s.order_id IS NOT NULL
+            """).format(events=EVENT_LINKED.table, linked=EVENT_LINKED.set),
             [keys],
         )
         _link_identifiers(
-            "records_webhookevent e",
-            "e.event_id = i.link_key AND e.order_id IS NOT NULL",
-            "e.order_id",
+            table(WebhookEvent),
+            SQL("s.event_id = i.link_key AND s.order_id IS NOT NULL"),
             keys,
         )
 
 
-def _link_identifiers(source, join, order, keys):
-    """Waiting identifier rows whose key now tells an order: link them, or drop
-    them where a row for that id and order already exists."""
+def _link_identifiers(source, join, keys):
+    """Waiting identifier rows whose key now tells an order (``source`` row ``s``
+    found by ``join``): link them, or drop them where a row for that id and
+    order already exists."""
     execute(
-        f"""
-        UPDATE records_identifier i SET order_id = {order}, link_key = ''
-          FROM {source}
+        SQL("""
+        UPDATE {identifiers} i SET {linked}
+          FROM {source} s
          WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
            AND NOT EXISTS (
-               SELECT 1 FROM records_identifier j
+               SELECT 1 FROM {identifiers} j
                 WHERE j.value = i.value AND j.kind = i.kind
-                  AND j.partner_id = i.partner_id AND j.order_id = {order})
-        """,  # noqa: S608 - fixed table and column names from the callers above
+                  AND j.partner_id = i.partner_id AND j.order_id = s.order_id)
+        """).format(
+            identifiers=IDENTIFIER_LINKED.table,
+            linked=IDENTIFIER_LINKED.set,
+            source=source,
+            join=join,
+        ),
         [keys],
     )
     execute(
-        f"""
-        DELETE FROM records_identifier i USING {source}
+        SQL("""
+        DELETE FROM {identifiers} i USING {source} s
          WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
-        """,  # noqa: S608 - as above
+        """).format(identifiers=table(Identifier), source=source, join=join),
         [keys],
     )
 
@@ -201,19 +218,19 @@ def relink_waiting(limit=1000):
     keys = [
         key
         for (key,) in execute(
-            """
-            SELECT DISTINCT link_key FROM records_webhookevent
+            SQL("""
+            SELECT DISTINCT link_key FROM {events}
              WHERE order_id IS NULL AND link_key <> '' LIMIT %b
-            """,
+            """).format(events=table(WebhookEvent)),
             [limit],
         )
     ] + [
         key
         for (key,) in execute(
-            """
-            SELECT DISTINCT link_key FROM records_identifier
+            SQL("""
+            SELECT DISTINCT link_key FROM {identifiers}
              WHERE order_id IS NULL AND link_key <> '' LIMIT %b
-            """,
+            """).format(identifiers=table(Identifier)),
             [limit],
         )
     ]

@@ -26,11 +26,14 @@ from dataclasses import dataclass, field
 import orjson
 from django.db import transaction
 from django.utils import timezone
+from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
+
+from records.models import WebhookEvent
 
 from .contract import Envelope, parse_envelope
 from .linking import index_identifiers, link_late_arrivals, place, relink_waiting
-from .sql import execute
+from .sql import Insert, Update, execute, table
 from .trades import apply_trades
 from .upserts import (
     insert_deliveries,
@@ -53,6 +56,53 @@ class Stored:
 
 # --- store -------------------------------------------------------------------
 
+# A new event row; the SELECT in ``store`` gives these columns in this order.
+EVENT_INSERT = Insert(
+    WebhookEvent,
+    (
+        "event_id",
+        "type",
+        "livemode",
+        "created_at",
+        "received_at",
+        "source",
+        "verified_with",
+        "duplicate_count",
+        "state",
+        "attempts",
+        "last_error",
+        "dropped_keys",
+        "payload",
+        "partner_id",
+        "subject_id",
+        "link_key",
+    ),
+)
+# A duplicate changes nothing but its count.
+EVENT_DUPLICATE = Update(
+    WebhookEvent,
+    (
+        ("duplicate_count", "w.duplicate_count + 1"),
+        ("last_duplicate_at", "EXCLUDED.received_at"),
+    ),
+)
+# The same event more than once in one batch; the ``%b`` is the time.
+EVENT_REPEATED = Update(
+    WebhookEvent,
+    (("duplicate_count", "w.duplicate_count + r.n"), ("last_duplicate_at", "%b")),
+)
+EVENT_PROCESSED = Update(
+    WebhookEvent,
+    (
+        ("state", "'processed'"),
+        ("processed_at", "now()"),
+        ("attempts", "w.attempts + 1"),
+        ("last_error", "''"),
+        ("order_id", "u.order_id"),
+        ("link_key", "u.link_key"),
+    ),
+)
+
 
 def store(envelopes, source, *, verified_with=""):
     """Store each envelope once; return a ``Stored`` per envelope, in order."""
@@ -62,21 +112,18 @@ def store(envelopes, source, *, verified_with=""):
         first.setdefault(envelope.event_id, envelope)
     fresh = list(first.values())
     rows = execute(
-        """
-        INSERT INTO records_webhookevent (
-            event_id, type, livemode, created_at, received_at, source, verified_with,
-            duplicate_count, state, attempts, last_error, dropped_keys, payload,
-            partner_id, subject_id, link_key)
+        SQL("""
+        INSERT INTO {table} AS w ({columns})
         SELECT e.event_id, e.type, e.livemode, e.created_at, %b, %b, %b,
                0, 'pending', 0, '', e.dropped, e.payload, e.partner_id, e.subject_id, ''
         FROM unnest(%b::text[], %b::text[], %b::bool[], %b::timestamptz[], %b::int[],
                     %b::jsonb[], %b::text[], %b::text[])
              AS e(event_id, type, livemode, created_at, dropped, payload, partner_id, subject_id)
-        ON CONFLICT (event_id) DO UPDATE
-            SET duplicate_count = records_webhookevent.duplicate_count + 1,
-                last_duplicate_at = EXCLUDED.received_at
+        ON CONFLICT (event_id) DO UPDATE SET {duplicate}
         RETURNING id, event_id, (xmax = 0) AS inserted
-        """,
+        """).format(
+            table=EVENT_INSERT.table, columns=EVENT_INSERT.names, duplicate=EVENT_DUPLICATE.set
+        ),
         [
             now,
             source,
@@ -104,12 +151,11 @@ def store(envelopes, source, *, verified_with=""):
         results.append(Stored(pk, envelope.event_id, duplicate))
     if repeats:  # the same event twice in one batch
         execute(
-            """
-            UPDATE records_webhookevent e
-               SET duplicate_count = e.duplicate_count + r.n, last_duplicate_at = %b
+            SQL("""
+            UPDATE {table} w SET {repeated}
               FROM unnest(%b::bigint[], %b::int[]) AS r(id, n)
-             WHERE e.id = r.id
-            """,
+             WHERE w.id = r.id
+            """).format(table=EVENT_REPEATED.table, repeated=EVENT_REPEATED.set),
             [now, list(repeats), list(repeats.values())],
         )
     return results
@@ -132,12 +178,12 @@ def apply_stored(pks):
     running it twice applies nothing twice. Returns how many were applied.
     """
     rows = execute(
-        """
-        SELECT id, source, payload FROM records_webhookevent
+        SQL("""
+        SELECT id, source, payload FROM {events}
          WHERE id = ANY(%b) AND state <> 'processed'
          ORDER BY id
            FOR UPDATE SKIP LOCKED
-        """,
+        """).format(events=table(WebhookEvent)),
         [list(pks)],
     )
     # Django has psycopg hand jsonb over as text.
@@ -203,13 +249,11 @@ def apply(events):
 def _mark_processed(placed):
     """Mark the events processed, each with its order or the key that will tell it."""
     execute(
-        """
-        UPDATE records_webhookevent e
-           SET state = 'processed', processed_at = now(), attempts = e.attempts + 1,
-               last_error = '', order_id = u.order_id, link_key = u.link_key
+        SQL("""
+        UPDATE {table} w SET {processed}
           FROM unnest(%b::bigint[], %b::bigint[], %b::text[]) AS u(id, order_id, link_key)
-         WHERE e.id = u.id
-        """,
+         WHERE w.id = u.id
+        """).format(table=EVENT_PROCESSED.table, processed=EVENT_PROCESSED.set),
         [[p[0] for p in placed], [p[2] for p in placed], [p[3] for p in placed]],
     )
 

@@ -1,7 +1,16 @@
-"""The pipeline's one way to run SQL."""
+"""The pipeline's one way to run SQL, and the columns its statements write.
+
+Tables are named through their models (``Model._meta.db_table``). The
+columns each INSERT and UPDATE writes are module-level ``Insert`` and
+``Update`` values the SQL is built from, so tests/test_pipeline_sql.py
+can hold them against the models.
+"""
+
+from dataclasses import dataclass
 
 import psycopg
 from django.db import connection
+from psycopg.sql import SQL, Composable, Identifier
 
 
 def execute(sql, params=()):
@@ -18,3 +27,52 @@ def execute(sql, params=()):
         if cursor.description is None:
             return []
         return cursor.fetchall()
+
+
+def table(model):
+    return Identifier(model._meta.db_table)
+
+
+def names(columns):
+    return SQL(", ").join(map(Identifier, columns))
+
+
+@dataclass(frozen=True)
+class Insert:
+    """The columns an INSERT gives every row, in the order its SELECT lists them."""
+
+    model: type
+    columns: tuple
+
+    @property
+    def table(self):
+        return table(self.model)
+
+    @property
+    def names(self):
+        return names(self.columns)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What an UPDATE (or ``ON CONFLICT DO UPDATE``) sets: ``(column, expression)`` pairs."""
+
+    model: type
+    assignments: tuple
+
+    @property
+    def columns(self):
+        return tuple(column for column, _ in self.assignments)
+
+    @property
+    def table(self):
+        return table(self.model)
+
+    @property
+    def set(self):
+        return SQL(", ").join(
+            SQL("{} = {}").format(
+                Identifier(column), value if isinstance(value, Composable) else SQL(value)
+            )
+            for column, value in self.assignments
+        )

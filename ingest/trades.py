@@ -7,11 +7,13 @@ with it.
 """
 
 from django.utils import timezone
+from psycopg.sql import SQL
 
 from records import states
+from records.models import StatusChange, Trade
 
 from .contract import parse_amount, parse_decimal, parse_optional_time, parse_time
-from .sql import execute
+from .sql import Insert, Update, execute, names, table
 
 # Fixed fields of a trade, newest upstream view wins; order_id (first) is
 # set once: a trade never moves to another order.
@@ -33,6 +35,45 @@ TRADE_COLUMNS = (
     ("created_at", "timestamptz"),
     ("updated_at", "timestamptz"),
 )
+_FIXED = tuple(name for name, _ in TRADE_COLUMNS)
+
+
+def _newest(name):
+    """Set a fixed field from the batch's view only when that view is not older
+    than the stored one: a late ``trade.reserved`` must not blank the
+    ``deliverAmount`` a ``trade.settled`` brought."""
+    if name == "updated_at":
+        return "GREATEST(t.updated_at, s.updated_at)"
+    return f"CASE WHEN s.updated_at >= t.updated_at THEN s.{name} ELSE t.{name} END"
+
+
+# A new trade has no status yet: the state machine gives it one below.
+TRADE_INSERT = Insert(Trade, ("transact_id", "status", "status_at", "failure_code", *_FIXED))
+TRADE_MOVE = Update(
+    Trade,
+    (
+        ("status", "u.status"),
+        ("status_at", "u.status_at"),
+        ("failure_code", "u.failure_code"),
+        ("reserved_at", "u.reserved_at"),
+        ("final_at", "u.final_at"),
+        *((name, _newest(name)) for name in _FIXED[1:]),
+    ),
+)
+STATUS_CHANGE_INSERT = Insert(
+    StatusChange,
+    (
+        "trade_id",
+        "from_status",
+        "to_status",
+        "upstream_at",
+        "recorded_at",
+        "source",
+        "event_id",
+        "outcome",
+        "note",
+    ),
+)
 
 
 def apply_trades(trades, order_pk, pool_pk):
@@ -52,25 +93,25 @@ def apply_trades(trades, order_pk, pool_pk):
         # The newest upstream view of the trade's fixed fields wins.
         newest = max(trades[transact_id], key=lambda obs: _static_key(obs[2]))
         static[transact_id] = _static(newest[2], order_pk, pool_pk)
-    names = ", ".join(name for name, _ in TRADE_COLUMNS)
-    casts = ", ".join(f"%b::{kind}[]" for _, kind in TRADE_COLUMNS)
+    fixed = names(_FIXED)
+    casts = SQL(", ").join(SQL(f"%b::{kind}[]") for _, kind in TRADE_COLUMNS)
     columns = [list(col) for col in zip(*(static[i] for i in ids), strict=True)]
     execute(
-        f"""
-        INSERT INTO records_trade (transact_id, status, status_at, failure_code, {names})
-        SELECT t.transact_id, '', t.created_at, '', {names}
-          FROM unnest(%b::text[], {casts}) AS t(transact_id, {names})
+        SQL("""
+        INSERT INTO {table} ({columns})
+        SELECT t.transact_id, '', t.created_at, '', {fixed}
+          FROM unnest(%b::text[], {casts}) AS t(transact_id, {fixed})
         ON CONFLICT (transact_id) DO NOTHING
-        """,  # noqa: S608 - column names are the constants above
+        """).format(table=TRADE_INSERT.table, columns=TRADE_INSERT.names, fixed=fixed, casts=casts),
         [ids, *columns],
     )
     current = {
         tid: [pk, status or None, status_at, failure_code, reserved_at, final_at]
         for pk, tid, status, status_at, failure_code, reserved_at, final_at in execute(
-            """
+            SQL("""
             SELECT id, transact_id, status, status_at, failure_code, reserved_at, final_at
-              FROM records_trade WHERE transact_id = ANY(%b) ORDER BY id FOR UPDATE
-            """,
+              FROM {table} WHERE transact_id = ANY(%b) ORDER BY id FOR UPDATE
+            """).format(table=table(Trade)),
             [ids],
         )
     }
@@ -105,17 +146,14 @@ def apply_trades(trades, order_pk, pool_pk):
             if outcome != states.ILLEGAL and claimed in states.FINAL_STATUSES:
                 row[5] = at if row[5] is None else min(row[5], at)
     execute(
-        f"""
-        UPDATE records_trade t
-           SET status = u.status, status_at = u.status_at, failure_code = u.failure_code,
-               reserved_at = u.reserved_at, final_at = u.final_at,
-               {", ".join(_newest(name) for name, _ in TRADE_COLUMNS[1:])}
+        SQL("""
+        UPDATE {table} t SET {move}
           FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::text[],
                       %b::timestamptz[], %b::timestamptz[])
                AS u(id, status, status_at, failure_code, reserved_at, final_at),
-               unnest(%b::text[], {casts}) AS s(transact_id, {names})
+               unnest(%b::text[], {casts}) AS s(transact_id, {fixed})
          WHERE t.id = u.id AND t.transact_id = s.transact_id
-        """,  # noqa: S608 - column names are the constants above
+        """).format(table=TRADE_MOVE.table, move=TRADE_MOVE.set, casts=casts, fixed=fixed),
         [
             [current[i][0] for i in ids],
             [current[i][1] for i in ids],
@@ -129,12 +167,11 @@ def apply_trades(trades, order_pk, pool_pk):
     )
     if changes:
         execute(
-            """
-            INSERT INTO records_statuschange (trade_id, from_status, to_status, upstream_at,
-                   recorded_at, source, event_id, outcome, note)
+            SQL("""
+            INSERT INTO {table} ({columns})
             SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::timestamptz[],
                    %b::timestamptz[], %b::text[], %b::bigint[], %b::text[], %b::text[])
-            """,
+            """).format(table=STATUS_CHANGE_INSERT.table, columns=STATUS_CHANGE_INSERT.names),
             [list(col) for col in zip(*changes, strict=True)],
         )
     return {tid: static[tid][0] for tid in ids}
@@ -157,15 +194,6 @@ def _reserved_at(envelope):
     if data["status"] == states.RESERVED:
         return _observed_at(envelope)
     return None
-
-
-def _newest(name):
-    """Set a fixed field from the batch's view only when that view is not older
-    than the stored one: a late ``trade.reserved`` must not blank the
-    ``deliverAmount`` a ``trade.settled`` brought."""
-    if name == "updated_at":
-        return "updated_at = GREATEST(t.updated_at, s.updated_at)"
-    return f"{name} = CASE WHEN s.updated_at >= t.updated_at THEN s.{name} ELSE t.{name} END"
 
 
 def _static_key(envelope):

@@ -7,8 +7,12 @@ entries and delivery attempts are inserted once and never changed.
 
 from collections import defaultdict
 
+from psycopg.sql import SQL, Identifier, Literal
+
+from records.models import DeliveryAttempt, LedgerEntry, Order, Partner, Pool, Quote
+
 from .contract import parse_amount, parse_decimal, parse_optional_time, parse_time
-from .sql import execute
+from .sql import Insert, Update, execute, table
 
 QUOTE_STATUS = {
     "quote.created": "created",
@@ -17,6 +21,93 @@ QUOTE_STATUS = {
     "quote.accepted": "accepted",
 }
 QUOTE_RANK = ("created", "unavailable", "expired", "accepted")
+
+PARTNER_INSERT = Insert(Partner, ("partner_id", "name", "first_seen"))
+POOL_INSERT = Insert(Pool, ("pool_id", "sla_minutes"))
+ORDER_INSERT = Insert(
+    Order, ("partner_id", "partner_reference", "livemode", "first_seen_at", "last_activity_at")
+)
+ORDER_WIDEN = Update(
+    Order,
+    (
+        ("first_seen_at", "LEAST(o.first_seen_at, EXCLUDED.first_seen_at)"),
+        ("last_activity_at", "GREATEST(o.last_activity_at, EXCLUDED.last_activity_at)"),
+    ),
+)
+QUOTE_INSERT = Insert(
+    Quote,
+    (
+        "quote_id",
+        "order_id",
+        "pool_id",
+        "livemode",
+        "status",
+        "side",
+        "network",
+        "amount_value",
+        "amount_currency",
+        "available",
+        "quote_type",
+        "executable",
+        "rate",
+        "spread_bps",
+        "fee_bps",
+        "request_id",
+        "created_at",
+        "expires_at",
+        "accepted_at",
+        "expired_at",
+    ),
+)
+_RANKS = SQL("ARRAY[{}]").format(SQL(", ").join(map(Literal, QUOTE_RANK)))
+# A stored quote keeps its higher status, its first accepted and expired
+# times, and a rate or expiry a later event leaves out.
+QUOTE_MERGE = Update(
+    Quote,
+    (
+        (
+            "status",
+            SQL(
+                "CASE WHEN array_position({ranks}, EXCLUDED.status::text)"
+                " > array_position({ranks}, q.status::text)"
+                " THEN EXCLUDED.status ELSE q.status END"
+            ).format(ranks=_RANKS),
+        ),
+        ("rate", "COALESCE(EXCLUDED.rate, q.rate)"),
+        ("expires_at", "COALESCE(EXCLUDED.expires_at, q.expires_at)"),
+        ("accepted_at", "COALESCE(q.accepted_at, EXCLUDED.accepted_at)"),
+        ("expired_at", "COALESCE(q.expired_at, EXCLUDED.expired_at)"),
+    ),
+)
+LEDGER_INSERT = Insert(
+    LedgerEntry,
+    (
+        "ledger_id",
+        "transact_id",
+        "partner_id",
+        "pool_id",
+        "livemode",
+        "entry_type",
+        "direction",
+        "amount_value",
+        "amount_currency",
+        "posted_at",
+        "event_id",
+    ),
+)
+DELIVERY_INSERT = Insert(
+    DeliveryAttempt,
+    (
+        "event_id",
+        "partner_id",
+        "attempt",
+        "response_status",
+        "duration_ms",
+        "outcome",
+        "attempted_at",
+        "reported_by_id",
+    ),
+)
 
 
 def touch_order(orders, envelope):
@@ -53,33 +144,43 @@ def merge_quote(quotes, envelope):
 
 def upsert_partners(partner_ids):
     """Insert the partners not stored yet; return {partner id: pk}."""
-    return _upsert_ids("records_partner", "partner_id", partner_ids)
+    if not partner_ids:
+        return {}
+    partner_ids = sorted(partner_ids)
+    execute(
+        SQL("""
+        INSERT INTO {table} ({columns}) SELECT v, '', now() FROM unnest(%b::text[]) AS v
+        ON CONFLICT (partner_id) DO NOTHING
+        """).format(table=PARTNER_INSERT.table, columns=PARTNER_INSERT.names),
+        [partner_ids],
+    )
+    return _pks(Partner, "partner_id", partner_ids)
 
 
 def upsert_pools(pool_ids):
-    """Insert the pools not stored yet; return {pool id: pk}."""
-    return _upsert_ids("records_pool", "pool_id", pool_ids, extra="sla_minutes", value=15)
-
-
-def _upsert_ids(table, column, values, extra=None, value=None):
-    """Insert missing public ids; return {public id: pk}."""
-    if not values:
+    """Insert the pools not stored yet, with the model's default SLA; return {pool id: pk}."""
+    if not pool_ids:
         return {}
-    values = sorted(values)
-    if extra:
+    pool_ids = sorted(pool_ids)
+    execute(
+        SQL("""
+        INSERT INTO {table} ({columns}) SELECT v, %b FROM unnest(%b::text[]) AS v
+        ON CONFLICT (pool_id) DO NOTHING
+        """).format(table=POOL_INSERT.table, columns=POOL_INSERT.names),
+        [Pool._meta.get_field("sla_minutes").get_default(), pool_ids],
+    )
+    return _pks(Pool, "pool_id", pool_ids)
+
+
+def _pks(model, column, values):
+    """{public id: pk} of the rows whose ``column`` is one of ``values``."""
+    return dict(
         execute(
-            f"INSERT INTO {table} ({column}, {extra}) "  # noqa: S608 - fixed names
-            f"SELECT v, %b FROM unnest(%b::text[]) AS v ON CONFLICT ({column}) DO NOTHING",
-            [value, values],
-        )
-    else:
-        execute(
-            f"INSERT INTO {table} ({column}, name, first_seen) "  # noqa: S608 - fixed names
-            f"SELECT v, '', now() FROM unnest(%b::text[]) AS v ON CONFLICT ({column}) DO NOTHING",
+            SQL("SELECT {column}, id FROM {table} WHERE {column} = ANY(%b)").format(
+                column=Identifier(column), table=table(model)
+            ),
             [values],
         )
-    return dict(
-        execute(f"SELECT {column}, id FROM {table} WHERE {column} = ANY(%b)", [values])  # noqa: S608
     )
 
 
@@ -89,17 +190,13 @@ def upsert_orders(orders, partner_pk):
         return {}
     keys = sorted(orders)
     rows = execute(
-        """
-        INSERT INTO records_order
-               (partner_id, partner_reference, livemode, first_seen_at, last_activity_at)
+        SQL("""
+        INSERT INTO {table} AS o ({columns})
         SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bool[],
                              %b::timestamptz[], %b::timestamptz[])
-        ON CONFLICT (partner_id, partner_reference) DO UPDATE
-           SET first_seen_at = LEAST(records_order.first_seen_at, EXCLUDED.first_seen_at),
-               last_activity_at = GREATEST(records_order.last_activity_at,
-                                           EXCLUDED.last_activity_at)
+        ON CONFLICT (partner_id, partner_reference) DO UPDATE SET {widen}
         RETURNING id, partner_id, partner_reference
-        """,
+        """).format(table=ORDER_INSERT.table, columns=ORDER_INSERT.names, widen=ORDER_WIDEN.set),
         [
             [partner_pk[p] for p, _ in keys],
             [r for _, r in keys],
@@ -142,27 +239,15 @@ def upsert_quotes(quotes, order_pk, pool_pk):
         cols["accepted_at"].append(row["accepted_at"])
         cols["expired_at"].append(row["expired_at"])
     execute(
-        """
-        INSERT INTO records_quote (quote_id, order_id, pool_id, livemode, status, side, network,
-               amount_value, amount_currency, available, quote_type, executable, rate,
-               spread_bps, fee_bps, request_id, created_at, expires_at, accepted_at, expired_at)
+        SQL("""
+        INSERT INTO {table} AS q ({columns})
         SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bool[], %b::text[],
                %b::text[], %b::text[], %b::numeric[], %b::text[], %b::bool[], %b::text[],
                %b::bool[], %b::numeric[], %b::int[], %b::int[], %b::text[], %b::timestamptz[],
                %b::timestamptz[], %b::timestamptz[], %b::timestamptz[])
-        ON CONFLICT (quote_id) DO UPDATE SET
-            status = CASE
-                WHEN array_position(ARRAY['created','unavailable','expired','accepted'],
-                                    EXCLUDED.status::text)
-                   > array_position(ARRAY['created','unavailable','expired','accepted'],
-                                    records_quote.status::text)
-                THEN EXCLUDED.status ELSE records_quote.status END,
-            rate = COALESCE(EXCLUDED.rate, records_quote.rate),
-            expires_at = COALESCE(EXCLUDED.expires_at, records_quote.expires_at),
-            accepted_at = COALESCE(records_quote.accepted_at, EXCLUDED.accepted_at),
-            expired_at = COALESCE(records_quote.expired_at, EXCLUDED.expired_at)
-        """,
-        list(cols.values()),
+        ON CONFLICT (quote_id) DO UPDATE SET {merge}
+        """).format(table=QUOTE_INSERT.table, columns=QUOTE_INSERT.names, merge=QUOTE_MERGE.set),
+        [cols[column] for column in QUOTE_INSERT.columns],
     )
 
 
@@ -192,13 +277,12 @@ def insert_ledger(entries, partner_pk, pool_pk):
     # Sorted: two workers inserting the same ids take their locks in one order.
     rows.sort(key=lambda row: row[0])
     execute(
-        """
-        INSERT INTO records_ledgerentry (ledger_id, transact_id, partner_id, pool_id, livemode,
-               entry_type, direction, amount_value, amount_currency, posted_at, event_id)
+        SQL("""
+        INSERT INTO {table} ({columns})
         SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::bool[],
                %b::text[], %b::text[], %b::numeric[], %b::text[], %b::timestamptz[], %b::text[])
         ON CONFLICT (ledger_id) DO NOTHING
-        """,
+        """).format(table=LEDGER_INSERT.table, columns=LEDGER_INSERT.names),
         [list(col) for col in zip(*rows, strict=True)],
     )
 
@@ -221,12 +305,11 @@ def insert_deliveries(deliveries, partner_pk):
         for pk, d in deliveries
     ]
     execute(
-        """
-        INSERT INTO records_deliveryattempt (event_id, partner_id, attempt, response_status,
-               duration_ms, outcome, attempted_at, reported_by_id)
+        SQL("""
+        INSERT INTO {table} ({columns})
         SELECT * FROM unnest(%b::text[], %b::bigint[], %b::int[], %b::int[], %b::int[],
                %b::text[], %b::timestamptz[], %b::bigint[])
         ON CONFLICT (reported_by_id) DO NOTHING
-        """,
+        """).format(table=DELIVERY_INSERT.table, columns=DELIVERY_INSERT.names),
         [list(col) for col in zip(*rows, strict=True)],
     )
