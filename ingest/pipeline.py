@@ -1,4 +1,4 @@
-"""The one ingest pipeline: the only writer of the 0Pools record tables.
+"""The one ingest pipeline: the only way 0Pools events become records.
 
 Two steps, each batched (one SQL statement per table per batch, never one
 round trip per row):
@@ -17,7 +17,8 @@ batch behaves exactly like the same events arriving one by one.
 
 This module runs the steps; the writing is done by ``upserts`` (partners,
 pools, orders, quotes, ledger, deliveries), ``trades`` (the state machine)
-and ``linking`` (orders of early arrivals, the identifier index).
+and ``linking`` (orders of early arrivals, the identifier index). A refused
+webhook request is no event: ``refusals`` records it.
 """
 
 from collections import defaultdict
