@@ -14,13 +14,19 @@ from records.models import DeliveryAttempt, LedgerEntry, Order, Partner, Pool, Q
 from .contract import parse_amount, parse_decimal, parse_optional_time, parse_time
 from .sql import Insert, Update, execute, table
 
-QUOTE_STATUS = {
-    "quote.created": "created",
-    "quote.unavailable": "unavailable",
-    "quote.expired": "expired",
-    "quote.accepted": "accepted",
-}
-QUOTE_RANK = ("created", "unavailable", "expired", "accepted")
+# A quote event's type names the status it brings: quote.expired, expired.
+QUOTE_STATUS = {f"quote.{status}": status for status in Quote.Status.values}
+# A quote's status only climbs this order: whatever arrives after
+# "accepted" leaves it accepted.
+QUOTE_RANK = tuple(
+    status.value
+    for status in (
+        Quote.Status.CREATED,
+        Quote.Status.UNAVAILABLE,
+        Quote.Status.EXPIRED,
+        Quote.Status.ACCEPTED,
+    )
+)
 
 PARTNER_INSERT = Insert(Partner, ("partner_id", "name", "first_seen"))
 POOL_INSERT = Insert(Pool, ("pool_id", "sla_minutes"))
@@ -136,9 +142,9 @@ def merge_quote(quotes, envelope):
     row["data"] = {**row.get("data", {}), **{k: v for k, v in data.items() if v is not None}}
     if QUOTE_RANK.index(status) > QUOTE_RANK.index(row["status"]):
         row["status"] = status
-    if status == "accepted":
+    if status == Quote.Status.ACCEPTED:
         row["accepted_at"] = row["accepted_at"] or envelope.created_at
-    if status == "expired":
+    if status == Quote.Status.EXPIRED:
         row["expired_at"] = row["expired_at"] or envelope.created_at
 
 
