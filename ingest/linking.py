@@ -6,11 +6,14 @@ event id that will tell its order) and joins its order when that trade or
 event is applied, here, or by ``relink_waiting`` from the sweep.
 """
 
+from typing import NamedTuple
+
 from django.db import transaction
 from psycopg.sql import SQL
 
 from records.models import Identifier, Trade, WebhookEvent
 
+from .contract import Envelope
 from .sql import Insert, Update, execute, table
 
 IDENTIFIER_INSERT = Insert(Identifier, ("value", "kind", "partner_id", "order_id", "link_key"))
@@ -19,12 +22,18 @@ EVENT_LINKED = Update(WebhookEvent, (("order_id", "s.order_id"), ("link_key", "'
 IDENTIFIER_LINKED = Update(Identifier, (("order_id", "s.order_id"), ("link_key", "''")))
 
 
-def place(events, order_pk, trade_order):
-    """Find each event's order, or the key that will tell it.
+class Placed(NamedTuple):
+    pk: int
+    envelope: Envelope
+    order: int | None  # the order's pk, when known
+    link_key: str  # the trade or event id that will tell the order; "" once known
 
-    Returns ``[(pk, Envelope, order pk or None, link key)]`` in the events'
-    order (the link key is "" once the order is known), and the ids of the
-    events whose order is known, for ``link_late_arrivals``.
+
+def place(events, order_pk, trade_order):
+    """Find the order of each ``(pk, source, Envelope)``, or the key that will tell it.
+
+    Returns a ``Placed`` per event, in order, and the ids of the events
+    whose order is known, for ``link_late_arrivals``.
     """
     trade_order = dict(trade_order)
     ledger_tids = {
@@ -61,20 +70,20 @@ def place(events, order_pk, trade_order):
             order = trade_order.get(link)
         else:
             link = data["eventId"]
-            # An event earlier in the batch counts: it was placed above.
+            # event_order also holds the events placed earlier in this batch.
             order = event_order.get(link)
         event_order[envelope.event_id] = order
-        placed.append((pk, envelope, order, "" if order else link))
+        placed.append(Placed(pk, envelope, order, "" if order else link))
     return placed, [event_id for event_id, order in event_order.items() if order is not None]
 
 
 def index_identifiers(placed):
     """Put every id the events carry in the identifier index (see ``place``)."""
     identifiers = {}
-    for _pk, envelope, order, link_key in placed:
-        partner = envelope.data["partnerId"]
-        for value, kind in _identifiers(envelope):
-            identifiers[(value, kind, partner, order)] = link_key
+    for event in placed:
+        partner = event.envelope.data["partnerId"]
+        for value, kind in _identifiers(event.envelope):
+            identifiers[(value, kind, partner, event.order)] = event.link_key
     _upsert_identifiers(identifiers)
 
 

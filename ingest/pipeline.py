@@ -92,17 +92,6 @@ EVENT_REPEATED = Update(
     WebhookEvent,
     (("duplicate_count", "w.duplicate_count + r.n"), ("last_duplicate_at", "%b")),
 )
-EVENT_PROCESSED = Update(
-    WebhookEvent,
-    (
-        ("state", "'processed'"),
-        ("processed_at", "now()"),
-        ("attempts", "w.attempts + 1"),
-        ("last_error", "''"),
-        ("order_id", "u.order_id"),
-        ("link_key", "u.link_key"),
-    ),
-)
 
 
 def store(envelopes, source, *, verified_with=""):
@@ -150,7 +139,7 @@ def store(envelopes, source, *, verified_with=""):
             repeats[pk] += 1
         seen.add(envelope.event_id)
         results.append(Stored(pk, envelope.event_id, duplicate))
-    if repeats:  # the same event twice in one batch
+    if repeats:
         execute(
             SQL("""
             UPDATE {table} w SET {repeated}
@@ -247,6 +236,19 @@ def apply(events):
     link_late_arrivals(list(batch.trades), known)
 
 
+EVENT_PROCESSED = Update(
+    WebhookEvent,
+    (
+        ("state", "'processed'"),
+        ("processed_at", "now()"),
+        ("attempts", "w.attempts + 1"),
+        ("last_error", "''"),
+        ("order_id", "u.order_id"),
+        ("link_key", "u.link_key"),
+    ),
+)
+
+
 def _mark_processed(placed):
     """Mark the events processed, each with its order or the key that will tell it."""
     execute(
@@ -255,7 +257,7 @@ def _mark_processed(placed):
           FROM unnest(%b::bigint[], %b::bigint[], %b::text[]) AS u(id, order_id, link_key)
          WHERE w.id = u.id
         """).format(table=EVENT_PROCESSED.table, processed=EVENT_PROCESSED.set),
-        [[p[0] for p in placed], [p[2] for p in placed], [p[3] for p in placed]],
+        [[p.pk for p in placed], [p.order for p in placed], [p.link_key for p in placed]],
     )
 
 

@@ -4,7 +4,7 @@
 header, a stale or unreadable timestamp and no matching signature, told
 apart only by its message. The headers and the timestamp are checked here
 first, so the library's error can only mean that no signature matches. It
-also raises ``ValueError`` subclasses (``binascii.Error``,
+also raises ``ValueError`` (or its ``binascii.Error`` and
 ``UnicodeDecodeError``) for a malformed signature header or a body that is
 not UTF-8. Every one of them is a refusal with a reason, never a 500.
 """
@@ -78,7 +78,7 @@ def verify(body, headers, secrets):
             continue
         except UnicodeDecodeError:
             raise SignatureRejected("body is not UTF-8") from None
-        except ValueError:  # binascii.Error included: "garbage", "v1,%%%"
+        except ValueError:  # binascii.Error included: "garbage", "v1,abc"
             raise SignatureRejected("webhook-signature is malformed") from None
         return Secret(position, value)
     raise SignatureRejected("no signature matches a configured secret")

@@ -47,7 +47,6 @@ def _newest(name):
     return f"CASE WHEN s.updated_at >= t.updated_at THEN s.{name} ELSE t.{name} END"
 
 
-# A new trade has no status yet: the state machine gives it one below.
 TRADE_INSERT = Insert(Trade, ("transact_id", "status", "status_at", "failure_code", *_FIXED))
 TRADE_MOVE = Update(
     Trade,
@@ -90,7 +89,6 @@ def apply_trades(trades, order_pk, pool_pk):
     ids = sorted(trades)
     static = {}
     for transact_id in ids:
-        # The newest upstream view of the trade's fixed fields wins.
         newest = max(trades[transact_id], key=lambda obs: _static_key(obs[2]))
         static[transact_id] = _static(newest[2], order_pk, pool_pk)
     fixed = names(_FIXED)

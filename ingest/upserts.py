@@ -1,7 +1,8 @@
 """Partners, pools, orders, quotes, ledger entries and delivery attempts.
 
-Each function writes one table with one statement for the whole batch.
-Orders and quotes are upserted (a later event can add to them); ledger
+Each writer takes the whole batch in one statement per table; the two
+gathering helpers fold a batch's events into one row per order and quote
+first. Orders and quotes are upserted (a later event can add to them); ledger
 entries and delivery attempts are inserted once and never changed.
 """
 
@@ -14,7 +15,7 @@ from records.models import DeliveryAttempt, LedgerEntry, Order, Partner, Pool, Q
 from .contract import parse_amount, parse_decimal, parse_optional_time, parse_time
 from .sql import Insert, Update, execute, table
 
-# A quote event's type names the status it brings: quote.expired, expired.
+# The event type names the status it brings: quote.expired brings expired.
 QUOTE_STATUS = {f"quote.{status}": status for status in Quote.Status.values}
 # A quote's status only climbs this order: whatever arrives after
 # "accepted" leaves it accepted.
