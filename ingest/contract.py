@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from lib.formats import rfc3339
-from records import ids
+from records import ids, states
 
 PARTNER_RE = ids.PATTERNS["partner"]
 POOL_RE = ids.PATTERNS["pool"]
@@ -31,7 +31,6 @@ CURRENCY_RE = re.compile(r"[A-Z0-9]{2,12}")
 NETWORK_RE = re.compile(r"[a-z0-9_-]{2,40}")
 FAILURE_CODE_RE = re.compile(r"[a-z0-9_]{1,64}")
 
-TRADE_STATUSES = ("reserved", "settled", "failed", "released", "returned")
 EVENT_OBJECTS = ids.EVENT_OBJECTS
 
 
@@ -175,10 +174,10 @@ TRADE = {
     "feeBps": F(basis_points, required=False, nullable=True),
     "idempotencyKey": F(idempotency_key, required=False, nullable=True),
     "requestId": F(request_id, required=False, nullable=True),
-    "status": F(_one_of(*TRADE_STATUSES)),
+    "status": F(_one_of(*states.STATUSES)),
     "failureCode": F(failure_code, required=False, nullable=True),
     "statusHistory": F(
-        ListOf({"status": F(_one_of(*TRADE_STATUSES)), "at": F(_timestamp)}), required=False
+        ListOf({"status": F(_one_of(*states.STATUSES)), "at": F(_timestamp)}), required=False
     ),
     "createdAt": F(_timestamp),
     "updatedAt": F(_timestamp, required=False),
@@ -318,6 +317,22 @@ class Envelope:
 
 def parse_time(value):
     return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def parse_optional_time(value):
+    return parse_time(value) if value else None
+
+
+def parse_decimal(value):
+    return Decimal(value) if value is not None else None
+
+
+def parse_amount(data, key):
+    """An amount field as ``(Decimal, currency)``; ``(None, "")`` when absent."""
+    amount = data.get(key)
+    if not amount:
+        return None, ""
+    return Decimal(amount["value"]), amount["currency"]
 
 
 _MODE_IDS = {

@@ -11,13 +11,12 @@ import logging
 from datetime import timedelta
 
 import psycopg
-from celery import shared_task
+from celery import current_app, shared_task
 from django.conf import settings
 from django.db import OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from opspanel.celery import app
 from records.models import WebhookEvent
 
 from . import pipeline
@@ -28,7 +27,11 @@ MAX_ATTEMPTS = 5
 
 
 def ping_broker():
-    with app.connection_for_write() as conn:
+    """Raise when the broker the tasks are sent to does not answer within ~2 s."""
+    # current_app, not opspanel.celery.app: the product does not import the
+    # wiring. Celery's Django fixup makes that app the default in every
+    # thread, so the web process and the worker both get it.
+    with current_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
 
 

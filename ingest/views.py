@@ -1,50 +1,29 @@
-import hashlib
-import logging
-from datetime import timedelta
-
 import orjson
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection, transaction
 from django.http import JsonResponse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from lib.tasks import send_on_commit
-from records.models import RejectedDelivery
 
 from . import pipeline, tasks
-from .contract import EVENT_RE, ContractError, parse_envelope
+from .contract import ContractError, parse_envelope
+from .refusals import record_refusal
 from .signatures import SignatureRejected, verify
-
-log = logging.getLogger(__name__)
 
 
 def _refuse(request, status, reason, body=b""):
-    """Answer a refused delivery; keep when, why, size and hash, no payload.
-
-    At most OPOOLS_REJECTED_PER_MINUTE rows a minute per sender: anyone can
-    send unsigned requests, and the table must not grow with them.
-    """
-    webhook_id = request.headers.get("webhook-id", "")
-    sender = request.META.get("REMOTE_ADDR") or None
-    recent = RejectedDelivery.objects.filter(
-        remote_addr=sender, received_at__gte=timezone.now() - timedelta(minutes=1)
+    """Record the refusal (``refusals``) and answer it with its reason."""
+    record_refusal(
+        status=status,
+        reason=reason,
+        body=body,
+        webhook_id=request.headers.get("webhook-id", ""),
+        sender=request.META.get("REMOTE_ADDR") or None,
     )
-    if recent.count() >= settings.OPOOLS_REJECTED_PER_MINUTE:
-        log.info("webhook refused: %s %s (not recorded: sender over its cap)", status, reason)
-        return JsonResponse({"error": reason}, status=status)
-    RejectedDelivery.objects.create(
-        status_code=status,
-        reason=reason[:200],
-        webhook_id=webhook_id if EVENT_RE.fullmatch(webhook_id) else "",
-        body_size=len(body),
-        body_sha256=hashlib.sha256(body).hexdigest(),
-        remote_addr=sender,
-    )
-    log.info("webhook refused: %s %s", status, reason)
     return JsonResponse({"error": reason}, status=status)
 
 

@@ -1,0 +1,252 @@
+"""Which order each record belongs to, the identifier index, and early arrivals.
+
+A ledger entry can arrive before its trade, a delivery attempt before the
+event it delivered. Such a record is kept with a link key (the trade or
+event id that will tell its order) and joins its order when that trade or
+event is applied, here, or by ``relink_waiting`` from the sweep.
+"""
+
+from typing import NamedTuple
+
+from django.db import transaction
+from psycopg.sql import SQL
+
+from records.models import Identifier, Trade, WebhookEvent
+
+from .contract import Envelope
+from .sql import Insert, Update, execute, table
+
+IDENTIFIER_INSERT = Insert(Identifier, ("value", "kind", "partner_id", "order_id", "link_key"))
+# A waiting row takes the order its source row (alias s) tells, and stops waiting.
+EVENT_LINKED = Update(WebhookEvent, (("order_id", "s.order_id"), ("link_key", "''")))
+IDENTIFIER_LINKED = Update(Identifier, (("order_id", "s.order_id"), ("link_key", "''")))
+
+
+class Placed(NamedTuple):
+    pk: int
+    envelope: Envelope
+    order: int | None  # the order's pk, when known
+    link_key: str  # the trade or event id that will tell the order; "" once known
+
+
+def place(events, order_pk, trade_order):
+    """Find the order of each ``(pk, source, Envelope)``, or the key that will tell it.
+
+    Returns a ``Placed`` per event, in order, and the ids of the events
+    whose order is known, for ``link_late_arrivals``.
+    """
+    trade_order = dict(trade_order)
+    ledger_tids = {
+        e.data["transactId"] for _, _, e in events if e.object == "ledger_entry"
+    } - trade_order.keys()
+    if ledger_tids:
+        trade_order.update(
+            execute(
+                SQL(
+                    "SELECT transact_id, order_id FROM {trades} WHERE transact_id = ANY(%b)"
+                ).format(trades=table(Trade)),
+                [list(ledger_tids)],
+            )
+        )
+    referenced = {e.data["eventId"] for _, _, e in events if e.object == "delivery_attempt"}
+    event_order = dict(
+        execute(
+            SQL("SELECT event_id, order_id FROM {events} WHERE event_id = ANY(%b)").format(
+                events=table(WebhookEvent)
+            ),
+            [list(referenced)],
+        )
+        if referenced
+        else []
+    )
+    placed = []
+    for pk, _source, envelope in events:
+        data = envelope.data
+        link = None
+        if envelope.object in ("quote", "trade"):
+            order = order_pk[(data["partnerId"], data["partnerReference"])]
+        elif envelope.object == "ledger_entry":
+            link = data["transactId"]
+            order = trade_order.get(link)
+        else:
+            link = data["eventId"]
+            # event_order also holds the events placed earlier in this batch.
+            order = event_order.get(link)
+        event_order[envelope.event_id] = order
+        placed.append(Placed(pk, envelope, order, "" if order else link))
+    return placed, [event_id for event_id, order in event_order.items() if order is not None]
+
+
+def index_identifiers(placed):
+    """Put every id the events carry in the identifier index (see ``place``)."""
+    identifiers = {}
+    for event in placed:
+        partner = event.envelope.data["partnerId"]
+        for value, kind in _identifiers(event.envelope):
+            identifiers[(value, kind, partner, event.order)] = event.link_key
+    _upsert_identifiers(identifiers)
+
+
+def _identifiers(envelope):
+    data = envelope.data
+    yield envelope.event_id, "event"
+    if envelope.object in ("quote", "trade"):
+        yield data["partnerReference"], "order"
+        if data.get("quoteId"):
+            yield data["quoteId"], "quote"
+        if data.get("requestId"):
+            yield data["requestId"], "request"
+    if envelope.object == "trade":
+        yield data["transactId"], "trade"
+        if data.get("idempotencyKey"):
+            yield data["idempotencyKey"], "idempotency_key"
+    elif envelope.object == "ledger_entry":
+        yield data["ledgerId"], "ledger"
+
+
+def _upsert_identifiers(identifiers):
+    """Insert ``{(value, kind, partner, order or None): link key}``; known rows stay.
+
+    A row that names its order replaces the waiting row (order null) of the
+    same id, if there was one.
+    """
+    if not identifiers:
+        return
+    keys = sorted(identifiers, key=lambda k: (k[0], k[1], k[2], k[3] or 0))
+    params = [
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [k[3] for k in keys],
+        [identifiers[k] for k in keys],
+    ]
+    execute(
+        SQL("""
+        WITH rows AS (
+            SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[])
+                   AS u({columns})
+        ), known AS (
+            INSERT INTO {table} ({columns})
+            SELECT * FROM rows WHERE order_id IS NOT NULL
+            ON CONFLICT (value, kind, partner_id, order_id) WHERE order_id IS NOT NULL
+            DO NOTHING
+        ), waiting AS (
+            INSERT INTO {table} ({columns})
+            SELECT * FROM rows WHERE order_id IS NULL
+            ON CONFLICT (value, kind, partner_id) WHERE order_id IS NULL DO NOTHING
+        )
+        DELETE FROM {table} i USING rows r
+         WHERE i.order_id IS NULL AND r.order_id IS NOT NULL
+           AND i.value = r.value AND i.kind = r.kind AND i.partner_id = r.partner_id
+        """).format(table=IDENTIFIER_INSERT.table, columns=IDENTIFIER_INSERT.names),
+        params,
+    )
+
+
+def link_late_arrivals(transact_ids, event_ids):
+    """Give an order to records that arrived before the trade or event that tells it.
+
+    Served by the partial indexes ``event_unlinked_idx`` and
+    ``identifier_unlinked_idx`` (``WHERE order_id IS NULL``), which hold only
+    the few records still waiting.
+    """
+    linked = []
+    if transact_ids:
+        linked = [
+            event_id
+            for (event_id,) in execute(
+                SQL("""
+                UPDATE {events} e SET {linked}
+                  FROM {trades} s
+                 WHERE e.order_id IS NULL AND e.link_key = ANY(%b)
+                   AND s.transact_id = e.link_key
+                RETURNING e.event_id
+                """).format(
+                    events=EVENT_LINKED.table, linked=EVENT_LINKED.set, trades=table(Trade)
+                ),
+                [transact_ids],
+            )
+        ]
+        _link_identifiers(table(Trade), SQL("s.transact_id = i.link_key"), transact_ids)
+    keys = event_ids + linked
+    if keys:
+        execute(
+            SQL("""
+            UPDATE {events} d SET {linked}
+              FROM {events} s
+             WHERE d.order_id IS NULL AND d.link_key = ANY(%b)
+               AND s.event_id = d.link_key AND s.order_id IS NOT NULL
+            """).format(events=EVENT_LINKED.table, linked=EVENT_LINKED.set),
+            [keys],
+        )
+        _link_identifiers(
+            table(WebhookEvent),
+            SQL("s.event_id = i.link_key AND s.order_id IS NOT NULL"),
+            keys,
+        )
+
+
+def _link_identifiers(source, join, keys):
+    """Waiting identifier rows whose key now tells an order (``source`` row ``s``
+    found by ``join``): link them, or drop them where a row for that id and
+    order already exists."""
+    execute(
+        SQL("""
+        UPDATE {identifiers} i SET {linked}
+          FROM {source} s
+         WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
+           AND NOT EXISTS (
+               SELECT 1 FROM {identifiers} j
+                WHERE j.value = i.value AND j.kind = i.kind
+                  AND j.partner_id = i.partner_id AND j.order_id = s.order_id)
+        """).format(
+            identifiers=IDENTIFIER_LINKED.table,
+            linked=IDENTIFIER_LINKED.set,
+            source=source,
+            join=join,
+        ),
+        [keys],
+    )
+    execute(
+        SQL("""
+        DELETE FROM {identifiers} i USING {source} s
+         WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
+        """).format(identifiers=table(Identifier), source=source, join=join),
+        [keys],
+    )
+
+
+def relink_waiting(limit=1000):
+    """Link records still waiting whose trade or event has arrived since.
+
+    The link step runs with the batch that brings a trade; a ledger event
+    applied at the same moment by another worker (it could not see the
+    uncommitted trade) misses it. The sweep calls this to catch those.
+    Returns how many link keys were looked at.
+    """
+    keys = [
+        key
+        for (key,) in execute(
+            SQL("""
+            SELECT DISTINCT link_key FROM {events}
+             WHERE order_id IS NULL AND link_key <> '' LIMIT %b
+            """).format(events=table(WebhookEvent)),
+            [limit],
+        )
+    ] + [
+        key
+        for (key,) in execute(
+            SQL("""
+            SELECT DISTINCT link_key FROM {identifiers}
+             WHERE order_id IS NULL AND link_key <> '' LIMIT %b
+            """).format(identifiers=table(Identifier)),
+            [limit],
+        )
+    ]
+    if keys:
+        keys = sorted(set(keys))
+        with transaction.atomic():
+            link_late_arrivals(
+                [k for k in keys if k.startswith("pt_")], [k for k in keys if k.startswith("evt_")]
+            )
+    return len(keys)

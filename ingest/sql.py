@@ -1,0 +1,78 @@
+"""The pipeline's one way to run SQL, and the columns its statements write.
+
+Tables are named through their models (``Model._meta.db_table``). The
+columns each INSERT and UPDATE writes are module-level ``Insert`` and
+``Update`` values the SQL is built from, so tests/test_pipeline_sql.py
+can hold them against the models.
+"""
+
+from dataclasses import dataclass
+
+import psycopg
+from django.db import connection
+from psycopg.sql import SQL, Composable, Identifier
+
+
+def execute(sql, params=()):
+    """Run one statement with server-side binding and binary parameters (``%b``).
+
+    Django's psycopg cursors bind on the client, quoting every element of
+    every array parameter as text; the pipeline's batches are arrays of
+    thousands, so it talks to psycopg directly, on Django's connection and
+    inside Django's transaction.
+    """
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        if cursor.description is None:
+            return []
+        return cursor.fetchall()
+
+
+def table(model):
+    return Identifier(model._meta.db_table)
+
+
+def names(columns):
+    return SQL(", ").join(map(Identifier, columns))
+
+
+@dataclass(frozen=True)
+class Insert:
+    """The columns an INSERT gives every row, in the order its SELECT lists them."""
+
+    model: type
+    columns: tuple
+
+    @property
+    def table(self):
+        return table(self.model)
+
+    @property
+    def names(self):
+        return names(self.columns)
+
+
+@dataclass(frozen=True)
+class Update:
+    """What an UPDATE (or ``ON CONFLICT DO UPDATE``) sets: ``(column, expression)`` pairs."""
+
+    model: type
+    assignments: tuple
+
+    @property
+    def columns(self):
+        return tuple(column for column, _ in self.assignments)
+
+    @property
+    def table(self):
+        return table(self.model)
+
+    @property
+    def set(self):
+        return SQL(", ").join(
+            SQL("{} = {}").format(
+                Identifier(column), value if isinstance(value, Composable) else SQL(value)
+            )
+            for column, value in self.assignments
+        )

@@ -1,0 +1,226 @@
+"""Trades through the state machine (``records.states``).
+
+Every trade event of a batch is an observation of a status. Each is
+classified against the status the trade has; applied or not, it is kept as
+a ``StatusChange`` so the timeline shows what arrived and what was done
+with it.
+"""
+
+from django.utils import timezone
+from psycopg.sql import SQL
+
+from records import states
+from records.models import StatusChange, Trade
+
+from .contract import parse_amount, parse_decimal, parse_optional_time, parse_time
+from .sql import Insert, Update, execute, names, table
+
+# Fixed fields of a trade, newest upstream view wins; order_id (first) is
+# set once: a trade never moves to another order.
+TRADE_COLUMNS = (
+    ("order_id", "bigint"),
+    ("pool_id", "bigint"),
+    ("quote_id", "text"),
+    ("livemode", "bool"),
+    ("side", "text"),
+    ("network", "text"),
+    ("amount_value", "numeric"),
+    ("amount_currency", "text"),
+    ("deliver_value", "numeric"),
+    ("deliver_currency", "text"),
+    ("rate", "numeric"),
+    ("fee_bps", "int"),
+    ("idempotency_key", "text"),
+    ("request_id", "text"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+_FIXED = tuple(name for name, _ in TRADE_COLUMNS)
+
+
+def _newest(name):
+    """Set a fixed field from the batch's view only when that view is not older
+    than the stored one: a late ``trade.reserved`` must not blank the
+    ``deliverAmount`` a ``trade.settled`` brought."""
+    if name == "updated_at":
+        return "GREATEST(t.updated_at, s.updated_at)"
+    return f"CASE WHEN s.updated_at >= t.updated_at THEN s.{name} ELSE t.{name} END"
+
+
+TRADE_INSERT = Insert(Trade, ("transact_id", "status", "status_at", "failure_code", *_FIXED))
+TRADE_MOVE = Update(
+    Trade,
+    (
+        ("status", "u.status"),
+        ("status_at", "u.status_at"),
+        ("failure_code", "u.failure_code"),
+        ("reserved_at", "u.reserved_at"),
+        ("final_at", "u.final_at"),
+        *((name, _newest(name)) for name in _FIXED[1:]),
+    ),
+)
+STATUS_CHANGE_INSERT = Insert(
+    StatusChange,
+    (
+        "trade_id",
+        "from_status",
+        "to_status",
+        "upstream_at",
+        "recorded_at",
+        "source",
+        "event_id",
+        "outcome",
+        "note",
+    ),
+)
+
+
+def apply_trades(trades, order_pk, pool_pk):
+    """Upsert trades, run each observation through the state machine.
+
+    ``trades`` is ``{transact id: [(event pk, source, Envelope)]}``, in the
+    order the events were stored. New trades are inserted with an empty
+    status first so that every trade of the batch can then be locked
+    (``FOR UPDATE``, in id order so two workers never deadlock) and moved
+    from the status it really has. Returns {transact id: order pk}.
+    """
+    if not trades:
+        return {}
+    ids = sorted(trades)
+    static = {}
+    for transact_id in ids:
+        newest = max(trades[transact_id], key=lambda obs: _static_key(obs[2]))
+        static[transact_id] = _static(newest[2], order_pk, pool_pk)
+    fixed = names(_FIXED)
+    casts = SQL(", ").join(SQL(f"%b::{kind}[]") for _, kind in TRADE_COLUMNS)
+    columns = [list(col) for col in zip(*(static[i] for i in ids), strict=True)]
+    execute(
+        SQL("""
+        INSERT INTO {table} ({columns})
+        SELECT t.transact_id, '', t.created_at, '', {fixed}
+          FROM unnest(%b::text[], {casts}) AS t(transact_id, {fixed})
+        ON CONFLICT (transact_id) DO NOTHING
+        """).format(table=TRADE_INSERT.table, columns=TRADE_INSERT.names, fixed=fixed, casts=casts),
+        [ids, *columns],
+    )
+    current = {
+        tid: [pk, status or None, status_at, failure_code, reserved_at, final_at]
+        for pk, tid, status, status_at, failure_code, reserved_at, final_at in execute(
+            SQL("""
+            SELECT id, transact_id, status, status_at, failure_code, reserved_at, final_at
+              FROM {table} WHERE transact_id = ANY(%b) ORDER BY id FOR UPDATE
+            """).format(table=table(Trade)),
+            [ids],
+        )
+    }
+    changes = []
+    now = timezone.now()
+    for transact_id in ids:
+        row = current[transact_id]
+        for event_pk, source, envelope in trades[transact_id]:
+            claimed = envelope.data["status"]
+            at = _observed_at(envelope)
+            reserved = _reserved_at(envelope)
+            if reserved and (row[4] is None or reserved < row[4]):
+                row[4] = reserved
+            outcome = states.classify(row[1], claimed, authoritative=source == "poll")
+            if outcome == states.REPEAT:
+                continue
+            note = ""
+            if outcome == states.LATE:
+                note = f"{claimed} arrived after {row[1]}; kept {row[1]}"
+            elif outcome == states.ILLEGAL:
+                note = f"{row[1]} → {claimed} is not a legal move; kept {row[1]}"
+            elif outcome == states.OVERRIDE:
+                note = f"{row[1]} → {claimed} is not a legal move; the status read is authoritative"
+            changes.append(
+                (row[0], row[1] or "", claimed, at, now, source, event_pk, outcome, note)
+            )
+            if outcome in (states.APPLIED, states.OVERRIDE):
+                row[1], row[2] = claimed, at
+                row[3] = envelope.data.get("failureCode") or ""
+            # The settlement clock stops at the first final status, even one
+            # that arrived late (settled after returned).
+            if outcome != states.ILLEGAL and claimed in states.FINAL_STATUSES:
+                row[5] = at if row[5] is None else min(row[5], at)
+    execute(
+        SQL("""
+        UPDATE {table} t SET {move}
+          FROM unnest(%b::bigint[], %b::text[], %b::timestamptz[], %b::text[],
+                      %b::timestamptz[], %b::timestamptz[])
+               AS u(id, status, status_at, failure_code, reserved_at, final_at),
+               unnest(%b::text[], {casts}) AS s(transact_id, {fixed})
+         WHERE t.id = u.id AND t.transact_id = s.transact_id
+        """).format(table=TRADE_MOVE.table, move=TRADE_MOVE.set, casts=casts, fixed=fixed),
+        [
+            [current[i][0] for i in ids],
+            [current[i][1] for i in ids],
+            [current[i][2] for i in ids],
+            [current[i][3] for i in ids],
+            [current[i][4] for i in ids],
+            [current[i][5] for i in ids],
+            ids,
+            *columns,
+        ],
+    )
+    if changes:
+        execute(
+            SQL("""
+            INSERT INTO {table} ({columns})
+            SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::timestamptz[],
+                   %b::timestamptz[], %b::text[], %b::bigint[], %b::text[], %b::text[])
+            """).format(table=STATUS_CHANGE_INSERT.table, columns=STATUS_CHANGE_INSERT.names),
+            [list(col) for col in zip(*changes, strict=True)],
+        )
+    return {tid: static[tid][0] for tid in ids}
+
+
+def _observed_at(envelope):
+    """Upstream time of the status a trade event claims."""
+    data = envelope.data
+    for entry in reversed(data.get("statusHistory") or ()):
+        if entry["status"] == data["status"]:
+            return parse_time(entry["at"])
+    return parse_optional_time(data.get("updatedAt")) or envelope.created_at
+
+
+def _reserved_at(envelope):
+    data = envelope.data
+    for entry in data.get("statusHistory") or ():
+        if entry["status"] == states.RESERVED:
+            return parse_time(entry["at"])
+    if data["status"] == states.RESERVED:
+        return _observed_at(envelope)
+    return None
+
+
+def _static_key(envelope):
+    return (
+        parse_optional_time(envelope.data.get("updatedAt")) or envelope.created_at,
+        envelope.created_at,
+    )
+
+
+def _static(envelope, order_pk, pool_pk):
+    """The trade's fixed fields as this event sees them, in ``TRADE_COLUMNS`` order."""
+    d = envelope.data
+    value, currency = parse_amount(d, "amount")
+    deliver_value, deliver_currency = parse_amount(d, "deliverAmount")
+    return (
+        order_pk[(d["partnerId"], d["partnerReference"])],
+        pool_pk[d["poolId"]],
+        d.get("quoteId") or "",
+        envelope.livemode,
+        d["side"],
+        d["network"],
+        value,
+        currency,
+        deliver_value,
+        deliver_currency,
+        parse_decimal(d.get("rate")),
+        d.get("feeBps"),
+        d.get("idempotencyKey") or "",
+        d.get("requestId") or "",
+        parse_time(d["createdAt"]),
+        parse_optional_time(d.get("updatedAt")) or envelope.created_at,
+    )
