@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 PYTHON ?=
 PYTHONS := $(or $(PYTHON),python3 python3.14 python3.13 python3.12 python3.11)
 ARGS ?=
-# Test processes side by side (pytest-xdist), one test file each at a time;
+# Test processes side by side (pytest-xdist), each test to whichever is free;
 # TEST_JOBS=0 runs the suite in one process.
 TEST_JOBS ?= auto
 
@@ -68,8 +68,8 @@ test: $(STAMP)
 	@set -e; $(WITH_DB) export OPSPANEL_TESTING=1; \
 	echo "$(PY) manage.py makemigrations --check --dry-run"; \
 	$(PY) manage.py makemigrations --check --dry-run; \
-	echo "$(VENV)/bin/pytest -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile $(ARGS)"; \
-	$(VENV)/bin/pytest -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile $(ARGS)
+	echo "$(VENV)/bin/pytest -n $(TEST_JOBS) --maxprocesses 4 --dist load $(ARGS)"; \
+	$(VENV)/bin/pytest -n $(TEST_JOBS) --maxprocesses 4 --dist load $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
