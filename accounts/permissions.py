@@ -21,6 +21,7 @@ class Action(models.TextChoices):
     EVENT_REPLAY = "event.replay", "Replay"
     BULK_REPOLL = "bulk.repoll", "Bulk re-poll"
     BULK_REPLAY = "bulk.replay", "Bulk replay of the latest state"
+    BULK_RECOVER = "bulk.recover", "Replay of a partner's failed deliveries"
     QUEUE_CLAIM = "queue.claim", "Claimed"
     QUEUE_UNCLAIM = "queue.unclaim", "Unclaimed"
     QUEUE_TAKE_OVER = "queue.take_over", "Took over a claim"
@@ -35,7 +36,8 @@ class Read(models.TextChoices):
     RECORDS = "read.records", "search, timelines and the lists of records"
     QUEUE = "read.queue", "the stuck queue"
     AUDIT = "read.audit", "the audit log"
-    RUN = "read.run", "the progress of an action run"
+    RUN = "read.run", "the guarded runs and their progress"
+    DELIVERIES = "read.deliveries", "delivery health"
 
 
 EVERYONE = frozenset({SUPPORT, OPERATIONS, ADMIN})
@@ -45,10 +47,12 @@ MATRIX = {
     Read.QUEUE: EVERYONE,
     Read.AUDIT: EVERYONE,
     Read.RUN: EVERYONE,
+    Read.DELIVERIES: EVERYONE,
     Action.TRADE_REPOLL: EVERYONE,
     Action.EVENT_REPLAY: EVERYONE,
     Action.BULK_REPOLL: {OPERATIONS, ADMIN},
     Action.BULK_REPLAY: {OPERATIONS, ADMIN},
+    Action.BULK_RECOVER: {OPERATIONS, ADMIN},
     # Claiming and letting go are one permission; taking over someone
     # else's claim (or letting it go for them) is an admin's.
     Action.QUEUE_CLAIM: {OPERATIONS, ADMIN},
