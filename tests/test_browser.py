@@ -3,7 +3,6 @@
 Screenshots land in test-artifacts/ (kept by CI as artefacts).
 """
 
-import io
 import os
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import PASSWORD
-from tests.helpers import import_network
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -76,9 +74,11 @@ def _no_console_errors(page):
     assert errors == []
 
 
-@pytest.fixture
-def network(sandbox_file):
-    import_network(sandbox_file, 30, 5)
+def overflow(page):
+    """How many pixels the page is wider than the window (0 when it fits)."""
+    return page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
 
 
 def sign_in(page, live_server, user):
@@ -141,17 +141,6 @@ def test_agent_browses_a_list_and_opens_a_timeline_from_it(
     assert page.locator("#timeline-items").is_visible()
 
 
-@pytest.fixture
-def upstream(settings):
-    from sandbox.server import DEFAULT_API_KEY, start
-
-    server = start(port=0, orders=30, seed=5, log=io.StringIO())
-    settings.OPOOLS_API_URL = server.url
-    settings.OPOOLS_API_KEY = DEFAULT_API_KEY
-    yield server
-    server.stop()
-
-
 def test_operations_dry_runs_a_bulk_repoll_confirms_and_sees_the_trades_leave_the_queue(
     page, live_server, network, upstream, worker, operations_user
 ):
@@ -190,3 +179,39 @@ def test_operations_dry_runs_a_bulk_repoll_confirms_and_sees_the_trades_leave_th
     assert page.locator(f"text={stuck.transact_id}").count() == 0
     stuck.refresh_from_db()
     assert stuck.status == "settled"
+
+
+# The pages an agent or operator opens during an incident.
+EVERY_PAGE = [
+    "/",
+    "/orders/",
+    "/trades/",
+    "/events/",
+    "/ledger/",
+    "/audit/",
+    "/queues/stuck",
+    "/search?q=pt_live",
+    "/orders/ptn_acme/scn_partner_never_told/",
+]
+
+
+@pytest.mark.parametrize("width", [1440, 390], ids=["desktop", "phone"])
+@pytest.mark.parametrize("role", ["support", "operations", "admin"])
+def test_every_page_fits_the_screen_for_every_role(
+    page, live_server, network, request, role, width
+):
+    page.set_viewport_size({"width": width, "height": 900})
+    sign_in(page, live_server, request.getfixturevalue(f"{role}_user"))
+
+    too_wide = {}
+    for path in EVERY_PAGE:
+        response = page.goto(f"{live_server.url}{path}")
+        assert response.status == 200, path
+        if overflow(page) > 0:
+            too_wide[path] = overflow(page)
+    if role == "support":
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.goto(f"{live_server.url}/orders/ptn_acme/scn_partner_never_told/")
+        page.screenshot(path=str(ARTIFACTS / f"timeline-{width}.png"), full_page=True)
+
+    assert too_wide == {}
