@@ -2,8 +2,9 @@
 
 ``Action`` is the one vocabulary of what people do in the panel: the names
 runs, audit entries, the timeline and this matrix use. ``Read`` names what
-people look at. Every view names exactly one of them on its face with
-``require``; a signed-in user without a role may do and read nothing.
+people look at. Every view names what it needs on its face with one
+``require(...)`` (a bulk run needs both bulk actions); a signed-in user
+without a role may do and read nothing.
 """
 
 from functools import wraps

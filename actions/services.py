@@ -119,6 +119,21 @@ def request_run(
     return Requested(run, repeated=False)
 
 
+def start_unattended_run(action, targets, *, target, reason, key, params=None):
+    """A run no person asked for (the schedule, a benchmark), already running:
+    the caller carries it out in its own process. Nothing is checked or sent."""
+    return Run.objects.create(
+        key=key,
+        user=None,
+        action=action,
+        target=target,
+        reason=reason,
+        params={"targets": list(targets), **(params or {})},
+        total=len(targets),
+        state=Run.State.RUNNING,
+    )
+
+
 def _same_request(run, user, action, target):
     if run.user_id != user.pk or run.action != action or run.target != target:
         raise Refused("This form was already used for something else; reload the page.")
@@ -131,7 +146,9 @@ def _same_request(run, user, action, target):
 def carry_out(run):
     """Do what ``run`` asks, item by item. Safe to call twice: see ``tasks``."""
     step = STEPS[run.action]
-    targets = run.params.get("targets") or [run.target]
+    # A bulk run names its targets (none at all, for an empty schedule); a
+    # single action acts on its target.
+    targets = run.params.get("targets", [run.target])
     for target in targets[run.done + run.failed :]:
         try:
             step(target, run)  # counts itself, in the transaction of its effect
@@ -139,7 +156,7 @@ def carry_out(run):
             log.exception("%s of %s failed", run.action, target)
             _count(run, ok=False)
         run.refresh_from_db(fields=["done", "failed"])
-    state = Run.State.DONE if run.failed < run.total else Run.State.FAILED
+    state = Run.State.DONE if run.failed < run.total or not run.total else Run.State.FAILED
     Run.objects.filter(pk=run.pk).update(
         state=state, finished_at=timezone.now(), updated_at=timezone.now()
     )

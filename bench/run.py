@@ -171,7 +171,6 @@ def bench_bulk(orders):
 
     from accounts.permissions import Action
     from actions import services
-    from actions.models import Run
     from queues.stuck import stuck_trades
     from sandbox.server import DEFAULT_API_KEY, start
 
@@ -186,14 +185,12 @@ def bench_bulk(orders):
                 client.get(f"{server.url}/healthz")
             floor = time.perf_counter() - started
         say(f"baseline: GET sandbox /healthz   {len(targets) / floor:>10,.0f} req/s")
-        run = Run.objects.create(
-            key=f"bench-{timezone.now().timestamp()}",
-            action=Action.BULK_REPOLL,
+        run = services.start_unattended_run(
+            Action.BULK_REPOLL,
+            targets,
             target=f"{len(targets)} stuck trades",
             reason="bench",
-            params={"targets": targets},
-            total=len(targets),
-            state=Run.State.RUNNING,
+            key=f"bench-{timezone.now().timestamp()}",
         )
         started = time.perf_counter()
         services.carry_out(run)

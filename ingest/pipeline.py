@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
@@ -261,4 +262,23 @@ def _mark_processed(placed):
     )
 
 
-__all__ = ["Envelope", "Stored", "apply", "apply_stored", "ingest", "relink_waiting", "store"]
+def mark_failed(pks, exc):
+    """Events whose apply failed: failed, with why, one more attempt counted (so
+    the sweep gives up after its most attempts). Processed ones stay as they are."""
+    WebhookEvent.objects.filter(pk__in=pks).exclude(state=WebhookEvent.State.PROCESSED).update(
+        state=WebhookEvent.State.FAILED,
+        attempts=F("attempts") + 1,
+        last_error=f"{type(exc).__name__}: {exc}"[:500],
+    )
+
+
+__all__ = [
+    "Envelope",
+    "Stored",
+    "apply",
+    "apply_stored",
+    "ingest",
+    "mark_failed",
+    "relink_waiting",
+    "store",
+]

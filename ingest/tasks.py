@@ -14,7 +14,6 @@ import psycopg
 from celery import current_app, shared_task
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from records.models import WebhookEvent
@@ -37,15 +36,6 @@ def ping_broker():
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
 
 
-def _mark_failed(pks, exc):
-    # attempts counts failures too, so the sweep gives up after MAX_ATTEMPTS.
-    WebhookEvent.objects.filter(pk__in=pks).exclude(state=WebhookEvent.State.PROCESSED).update(
-        state=WebhookEvent.State.FAILED,
-        attempts=F("attempts") + 1,
-        last_error=f"{type(exc).__name__}: {exc}"[:500],
-    )
-
-
 def _apply(pks):
     try:
         with transaction.atomic():
@@ -54,7 +44,7 @@ def _apply(pks):
         raise  # the database is away: retry the whole task later
     except Exception as exc:
         log.exception("applying events %s failed", pks)
-        _mark_failed(pks, exc)
+        pipeline.mark_failed(pks, exc)
         return 0
 
 

@@ -16,11 +16,12 @@ def rfc3339_or_none(moment):
     return rfc3339(moment) or None
 
 
-def utc_text(moment, missing="an unknown time"):
-    """``2026-06-28 20:15:03 UTC``: a time as a person reads it."""
+def utc_text(moment, missing="an unknown time", *, zone=True):
+    """``2026-06-28 20:15:03 UTC``: a time as a person reads it (``zone=False``
+    drops " UTC" where the page already says its times are UTC)."""
     if moment is None:
         return missing
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}" + (" UTC" if zone else "")
 
 
 def amount(value):

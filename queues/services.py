@@ -15,6 +15,7 @@ from accounts.permissions import Action, can
 from actions.services import Refused, request_run
 from audit import log as audit
 from audit.models import Entry
+from lib.formats import utc_text
 from records.models import Pool, Trade
 
 from .models import Claim
@@ -99,7 +100,7 @@ def claim(user, trade, reason=""):
         elif held and not can(user, Action.QUEUE_TAKE_OVER):
             refused = (
                 f"{held.user.get_username()} holds {trade.transact_id} since "
-                f"{held.claimed_at:%Y-%m-%d %H:%M} UTC; they (or an admin) can let it go."
+                f"{utc_text(held.claimed_at)}; they (or an admin) can let it go."
             )
         elif held:
             detail = f"taken over from {held.user.get_username()}"
@@ -107,7 +108,8 @@ def claim(user, trade, reason=""):
             held.save(update_fields=["user", "claimed_at"])
         else:
             Claim.objects.create(trade=trade, user=user)
-        _audit_claim(user, trade, Action.QUEUE_CLAIM, reason, refused, detail)
+        action = Action.QUEUE_TAKE_OVER if held and not refused else Action.QUEUE_CLAIM
+        _audit_claim(user, trade, action, reason, refused, detail)
     if refused:
         raise Refused(refused)
     return True

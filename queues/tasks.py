@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from accounts.permissions import Action
 from actions.models import Run
-from actions.services import carry_out
+from actions.services import carry_out, start_unattended_run
 from actions.tasks import STALLED_AFTER
 
 from .stuck import stuck_trades
@@ -23,18 +23,13 @@ def repoll_stuck_trades(limit=500):
     ).exists():
         return 0  # the previous scheduled run is still going
     targets = list(stuck_trades().values_list("transact_id", flat=True)[:limit])
-    run = Run.objects.create(
-        key=f"schedule-{now.isoformat()}",
-        user=None,
-        action=Action.BULK_REPOLL,
+    run = start_unattended_run(
+        Action.BULK_REPOLL,
+        targets,
         target=f"{len(targets)} stuck trades (scheduled)",
         reason="scheduled re-poll of trades stuck past their pool SLA",
-        params={"targets": targets, "scheduled": True},
-        total=len(targets),
-        state=Run.State.RUNNING,
+        key=f"schedule-{now.isoformat()}",
+        params={"scheduled": True},
     )
-    if targets:
-        carry_out(run)
-    else:
-        Run.objects.filter(pk=run.pk).update(state=Run.State.DONE, finished_at=timezone.now())
+    carry_out(run)
     return len(targets)

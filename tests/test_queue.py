@@ -390,7 +390,7 @@ def test_an_admin_takes_a_claim_over_and_the_entry_says_from_whom(
 
     assert Claim.objects.get().user == admin_user
     entry = Entry.objects.get(actor=admin_user)
-    assert (entry.action, entry.detail) == ("queue.claim", "taken over from olga-operations")
+    assert (entry.action, entry.detail) == ("queue.take_over", "taken over from olga-operations")
 
 
 def test_a_trade_no_longer_reserved_cannot_be_claimed(ops, queue_data):

@@ -1,7 +1,5 @@
 """``{% load formats %}``: ``lib.formats`` in templates."""
 
-from datetime import UTC
-
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.utils.html import format_html
@@ -21,7 +19,7 @@ def utc(moment):
         '<time datetime="{}" title="{}">{}</time>',
         formats.rfc3339(moment),
         naturaltime(moment),
-        f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+        formats.utc_text(moment, zone=False),
     )
 
 

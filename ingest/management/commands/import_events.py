@@ -17,6 +17,16 @@ from django.db import connection
 
 from ingest.contract import ContractError, parse_envelope
 from ingest.pipeline import ingest
+from records.models import (
+    DeliveryAttempt,
+    Identifier,
+    LedgerEntry,
+    Order,
+    Quote,
+    StatusChange,
+    Trade,
+    WebhookEvent,
+)
 
 
 class Command(BaseCommand):
@@ -107,15 +117,18 @@ def _open(path):
 
 GZIP_MAGIC = b"\x1f\x8b"
 ANALYZE_AFTER = 10_000
-ANALYZED_TABLES = (
-    "records_webhookevent",
-    "records_trade",
-    "records_order",
-    "records_quote",
-    "records_identifier",
-    "records_ledgerentry",
-    "records_deliveryattempt",
-    "records_statuschange",
+ANALYZED_TABLES = tuple(
+    model._meta.db_table
+    for model in (
+        WebhookEvent,
+        Trade,
+        Order,
+        Quote,
+        Identifier,
+        LedgerEntry,
+        DeliveryAttempt,
+        StatusChange,
+    )
 )
 
 
