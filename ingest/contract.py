@@ -10,7 +10,7 @@ contract fields only). A value that breaks the contract raises
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from lib.formats import rfc3339
@@ -83,16 +83,40 @@ def _decimal(value, path):
     return value
 
 
+# RFC 3339, UTC only: "2026-06-28T20:15:03Z", with up to nine fraction
+# digits and "+00:00" for Z. Python's fromisoformat alone lets through any
+# separator (a NUL or a space), week dates and offsets with seconds.
+RFC3339_UTC_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|\+00:00)"
+)
+# No 0Pools record is older than this, or more than this far ahead of our
+# clock (a quote expires in minutes); outside, a time is a mistake, and a
+# year-9999 value would skew every "last day" window.
+EARLIEST = datetime(2015, 1, 1, tzinfo=UTC)
+AHEAD = timedelta(days=30)
+
+
+def strict_time(value):
+    """An RFC 3339 UTC time as an aware datetime (microseconds kept, nanoseconds
+    dropped); ``ValueError`` for anything else or outside the sane bounds."""
+    match = RFC3339_UTC_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("not an RFC 3339 UTC time")
+    *fields, fraction = match.groups()
+    microsecond = int((fraction or "0")[:6].ljust(6, "0"))
+    moment = datetime(*map(int, fields), microsecond, tzinfo=UTC)  # ValueError: Feb 30
+    if not EARLIEST <= moment <= datetime.now(UTC) + AHEAD:
+        raise ValueError("outside the times 0Pools can have sent")
+    return moment
+
+
 def _timestamp(value, path):
-    if not isinstance(value, str) or len(value) > 40:
-        _fail(path, "expected an RFC 3339 UTC time")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        _fail(path, "expected an RFC 3339 UTC time")
-    if parsed.tzinfo is None or parsed.utcoffset().total_seconds() != 0:
-        _fail(path, "expected a UTC time (Z)")
-    return value
+        moment = strict_time(value)
+    except ValueError as exc:
+        _fail(path, f"expected an RFC 3339 UTC time such as 2026-06-28T20:15:03Z ({exc})")
+    # Stored, and replayed, in one spelling.
+    return rfc3339(moment)
 
 
 def _one_of(*choices):
@@ -316,6 +340,7 @@ class Envelope:
 
 
 def parse_time(value):
+    """A time the contract already checked (``_timestamp`` normalised it)."""
     return datetime.fromisoformat(value).astimezone(UTC)
 
 

@@ -68,6 +68,13 @@ def verify(body, headers, secrets):
         raise SignatureRejected("missing webhook-id, webhook-timestamp or webhook-signature")
     if not _timestamp_fresh(wanted["webhook-timestamp"]):
         raise SignatureRejected("webhook-timestamp is outside the 5-minute tolerance or unreadable")
+    # During a rotation the header carries several signatures; one that is
+    # malformed must not void a valid one beside it, so only the well-formed
+    # ones reach the library (which gives up on the whole header otherwise).
+    signatures = [entry for entry in wanted["webhook-signature"].split() if _well_formed(entry)]
+    if not signatures:
+        raise SignatureRejected("webhook-signature is malformed")
+    wanted["webhook-signature"] = " ".join(signatures)
     for position, value in enumerate(secrets, start=1):
         try:
             Webhook(value).verify(body, wanted, json_parse=False)
@@ -82,6 +89,18 @@ def verify(body, headers, secrets):
             raise SignatureRejected("webhook-signature is malformed") from None
         return Secret(position, value)
     raise SignatureRejected("no signature matches a configured secret")
+
+
+def _well_formed(entry):
+    """``v1,<base64>``: a signature the library can read."""
+    version, comma, signature = entry.partition(",")
+    if version != "v1" or not comma or not signature:
+        return False
+    try:
+        base64.b64decode(signature, validate=True)
+    except binascii.Error:
+        return False
+    return True
 
 
 def _timestamp_fresh(value):

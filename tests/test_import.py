@@ -23,6 +23,23 @@ from tests.helpers import import_events, ndjson, run_import, subprocess_database
 pytestmark = pytest.mark.django_db
 
 
+def test_a_nul_in_a_time_is_one_rejected_line_and_its_batch_still_imports(tmp_path):
+    before = envelopes.trade("reserved", transact_id="pt_live_NUL01", reference="n1")
+    poisoned = envelopes.trade("reserved", transact_id="pt_live_NUL02", reference="n2")
+    poisoned["createdAt"] = "2026-06-28\x0020:15:03Z"
+    after = envelopes.trade("reserved", transact_id="pt_live_NUL03", reference="n3")
+
+    code, out, err = run_import(tmp_path, ndjson(before, poisoned, after))
+
+    assert code == 1
+    assert out.strip() == "imported 2, duplicates 0, rejected 1"
+    assert "line 2: envelope.createdAt: expected an RFC 3339 UTC time" in err
+    assert set(Trade.objects.values_list("transact_id", flat=True)) == {
+        "pt_live_NUL01",
+        "pt_live_NUL03",
+    }
+
+
 def test_bad_lines_are_reported_with_their_number_and_the_rest_imports(tmp_path):
     good_1, good_2 = envelopes.quote("created"), envelopes.trade("reserved")
     broken = envelopes.trade("settled")

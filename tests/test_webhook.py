@@ -363,3 +363,54 @@ def test_refusals_are_recorded_up_to_a_cap_per_sender(client, settings):
 
     assert codes == [401, 401, 401, 401]
     assert RejectedDelivery.objects.count() == 2
+
+
+# --- times are RFC 3339 UTC, strictly, and stored in one spelling ---------------
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        "2026-06-28\x0020:15:03Z",  # a NUL for the T: PostgreSQL cannot store it
+        "2026-06-28 20:15:03Z",
+        "2026-W26-7T20:15:03Z",
+        "2026-06-28T20:15:03+00:00:00",
+        "2026-06-28T20:15:03+02:00",
+        "2026-06-28T20:15:03",
+        "20260628T201503Z",
+        "9999-12-31T23:59:59Z",
+        "1970-01-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+    ],
+)
+def test_a_time_that_is_not_rfc3339_utc_is_400_and_nothing_is_stored(client, at):
+    response = post_event(client, envelopes.trade("reserved", at=at))
+
+    assert response.status_code == 400
+    assert "expected an RFC 3339 UTC time" in response.json()["error"]
+    assert not WebhookEvent.objects.exists()
+
+
+def test_an_accepted_time_is_stored_and_replayed_in_one_spelling(client):
+    envelope = envelopes.trade("reserved", at="2026-06-28t20:15:03.1234567+00:00")
+
+    assert post_event(client, envelope).status_code == 202
+
+    stored = WebhookEvent.objects.get().payload
+    assert stored["data"]["statusHistory"] == [
+        {"status": "reserved", "at": "2026-06-28T20:15:03.123456Z"}
+    ]
+
+
+def test_one_malformed_signature_does_not_void_a_valid_one_beside_it(client):
+    body = orjson.dumps(envelopes.trade("reserved"))
+    headers = sign(body)
+    for junk in ("garbage", "v1,%%%", "v2,abc", "v1,"):
+        headers_with_junk = {
+            **headers,
+            "webhook-signature": f"{junk} {headers['webhook-signature']}",
+        }
+        response = client.post(
+            "/webhooks/0pools", body, content_type="application/json", headers=headers_with_junk
+        )
+        assert response.status_code in (200, 202), junk
