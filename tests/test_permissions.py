@@ -100,3 +100,27 @@ def test_every_guarded_route_is_tried_without_a_role():
     tried = {resolve(url.split("?")[0]).view_name for url in PAGES + POSTS}
 
     assert tried == {name for name, _ in routes()} - PUBLIC - SIGNED_IN
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/orders/ptn_acme/a%00b/",
+        "/id/pt_live_%00",
+        "/trades/pt_live_%00/repoll",
+        "/events/evt_%00/replay",
+        "/queues/stuck/pt_live_%00/claim",
+        "/pools/EUR%00/sla",
+        "/actions/runs/1%00/",
+    ],
+)
+def test_an_address_with_a_nul_is_404_not_a_500(support, url):
+    assert support.get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/audit/?actor=a%00b", "/audit/?target=pt%00", "/search?q=pt_live_%00", "/orders/?x%00=1"],
+)
+def test_a_nul_in_a_filter_is_400_not_a_500(support, url):
+    assert support.get(url).status_code == 400
