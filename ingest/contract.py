@@ -23,8 +23,6 @@ TRADE_RE = ids.PATTERNS["trade"]
 REQUEST_RE = ids.PATTERNS["request"]
 EVENT_RE = ids.PATTERNS["event"]
 LEDGER_RE = ids.PATTERNS["ledger"]
-# Partner-chosen ids: printable, no surrounding whitespace.
-PRINTABLE_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 # numeric(38, 18) in the database: 20 digits before the point, 18 after.
 DECIMAL_RE = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,18})?")
 CURRENCY_RE = re.compile(r"[A-Z0-9]{2,12}")
@@ -135,8 +133,28 @@ transact_id = _matching(TRADE_RE, "a trade id (pt_test_/pt_live_...)")
 request_id = _matching(REQUEST_RE, "a request id (req_...)")
 event_id = _matching(EVENT_RE, "an event id (evt_...)")
 ledger_id = _matching(LEDGER_RE, "a ledger entry id (ledger_...)")
-partner_reference = _matching(PRINTABLE_RE, "a partner order id (1-128 printable)", 128)
-idempotency_key = _matching(PRINTABLE_RE, "an idempotency key (1-255 printable)", 255)
+
+
+def _printable(what, max_len):
+    """Partner-chosen text: printable characters of any script ("注文-42" as
+    much as "order_7841"; Unicode's printable, so no control, format or line
+    separator character and no NUL), no surrounding whitespace."""
+
+    def check(value, path):
+        if (
+            not isinstance(value, str)
+            or not 1 <= len(value) <= max_len
+            or not value.isprintable()
+            or value != value.strip()
+        ):
+            _fail(path, f"expected {what}")
+        return value
+
+    return check
+
+
+partner_reference = _printable("a partner order id (1-128 printable)", 128)
+idempotency_key = _printable("an idempotency key (1-255 printable)", 255)
 currency = _matching(CURRENCY_RE, "a currency code")
 network = _matching(NETWORK_RE, "a network name")
 failure_code = _matching(FAILURE_CODE_RE, "a failure code")

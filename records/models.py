@@ -17,6 +17,8 @@ Who writes them, and nothing else does:
 - ``queues.services.set_pool_sla``: a pool's ``sla_minutes``.
 """
 
+from urllib.parse import quote, urlencode
+
 import pgtrigger
 from django.db import models
 from django.db.models import Q
@@ -80,8 +82,18 @@ class Order(models.Model):
 
 
 def order_url(partner_id, reference):
-    """An order's timeline, from its two public ids (no query for the order)."""
-    return reverse("timeline:order", args=[partner_id, reference])
+    """An order's timeline, from its two public ids (no query for the order).
+
+    The partner order id is the partner's free text, encoded so that every
+    character survives and none shapes the address: "/" too, so the id is
+    one path segment and "../" in it cannot climb to another page. An id
+    that is a dot segment by itself ("." or "..") is resolved away by every
+    browser, encoded or not, so it goes in the query string instead.
+    """
+    partner = reverse("timeline:order_by_reference", args=[partner_id])
+    if reference in (".", ".."):
+        return f"{partner}?{urlencode({'reference': reference})}"
+    return f"{partner}{quote(reference, safe='')}/"
 
 
 class Quote(models.Model):

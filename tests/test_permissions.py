@@ -56,6 +56,7 @@ PAGES = [
     "/ledger/?format=csv",
     "/orders/ptn_acme/order_1/",
     "/orders/ptn_acme/order_1/?format=json",
+    "/orders/ptn_acme/?reference=..",
     "/audit/",
     "/audit/?format=csv",
     "/queues/stuck",

@@ -1,7 +1,10 @@
 """The one order timeline: state, clocks, merged history, flags, summary, JSON, live refresh."""
 
+import html
 import io
+import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from django.core.management import call_command
@@ -257,3 +260,38 @@ def test_a_user_without_a_role_sees_no_action_buttons(client, scenarios, django_
     page = client.get("/orders/ptn_acme/scn_settled_ok/").content.decode()
 
     assert "/replay" not in page and "/repoll" not in page
+
+
+# Partner order ids are the partner's free text: every character must survive,
+# and none may steer a link to another page (a browser resolves "../").
+AWKWARD_REFERENCES = [
+    "../../queues/stuck",
+    "..",
+    ".",
+    "./x",
+    "x/..",
+    "a/b",
+    "50%",
+    "what?x=1",
+    "frag#ment",
+    "with space",
+    "ünïcödé-注文",
+    "%2e%2e",
+]
+
+
+@pytest.mark.parametrize("reference", AWKWARD_REFERENCES)
+def test_a_free_text_order_id_links_to_its_own_timeline_whatever_it_holds(
+    support, tmp_path, reference
+):
+    import_events(tmp_path, envelopes.trade("reserved", reference=reference))
+
+    listed = support.get("/orders/").content.decode()
+    links = re.findall(r'<a [^>]*href="([^"]*)"[^>]*title="([^"]*)"', listed)
+    (href,) = [html.unescape(h) for h, title in links if html.unescape(title) == reference]
+    # Where a browser goes: dot segments resolved, as RFC 3986 says.
+    landing = urlsplit(urljoin("http://panel.example/orders/", href))
+    page = support.get(landing.path + (f"?{landing.query}" if landing.query else ""))
+
+    assert page.status_code == 200
+    assert page.context["order"].partner_reference == reference

@@ -1,4 +1,5 @@
-from django.http import JsonResponse
+from django import forms
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
@@ -28,11 +29,30 @@ def _wants_json(request):
     return "application/json" in accept and "text/html" not in accept
 
 
+class ReferenceForm(forms.Form):
+    reference = forms.CharField(max_length=128, strip=False)
+
+
 @require(Read.RECORDS)
 @require_GET
 def order_timeline(request, partner_id, reference):
     """``/orders/<partner id>/<partner order id>/``: the one timeline of an order."""
-    order = get_order_for_user(request.user, partner_id, reference)
+    return _timeline(request, get_order_for_user(request.user, partner_id, reference))
+
+
+@require(Read.RECORDS)
+@require_GET
+def order_timeline_by_query(request, partner_id):
+    """``/orders/<partner id>/?reference=…``: the timeline of an order whose id
+    cannot be a path segment (see ``records.models.order_url``)."""
+    form = ReferenceForm(request.GET)
+    if not form.is_valid():
+        raise Http404("Say which order: ?reference=<partner order id>.")
+    reference = form.cleaned_data["reference"]
+    return _timeline(request, get_order_for_user(request.user, partner_id, reference))
+
+
+def _timeline(request, order):
     timeline = build.build(order)
     if _wants_json(request):
         return JsonResponse(timeline.as_json(), json_dumps_params={"indent": 2})
