@@ -317,6 +317,24 @@ def test_a_prefix_matching_more_than_is_counted_says_more_than(support, sixty_tr
     assert 'href="/orders/?id=pt_live_P"' in page
 
 
+def test_one_id_on_more_orders_than_a_page_says_how_many(support, tmp_path):
+    # A partner reusing one idempotency key on 55 orders: the exact id is cut.
+    trades = []
+    for n in range(55):
+        trade = envelopes.trade(
+            "settled", transact_id=f"pt_live_K{n:03d}", reference=f"order_k{n:03d}"
+        )
+        trade["data"] |= {"idempotencyKey": "checkout", "quoteId": f"pq_live_K{n:03d}"}
+        trades.append(trade)
+    import_events(tmp_path, *trades)
+
+    response = support.get("/search", {"q": "checkout"})
+
+    page = response.content.decode()
+    assert "First 50 of 55 records with the id <code>checkout</code>" in page
+    assert page.count("exact idempotency key <code>checkout</code>") == 50
+
+
 def test_a_prefix_within_a_page_is_not_said_to_be_cut(support, sixty_trades):
     response = support.get("/search", {"q": "pt_live_P05"})
 
