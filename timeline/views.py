@@ -1,8 +1,9 @@
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import Read, require
+from lib.errors import found_or_404
 from records.models import Order
 
 from . import build
@@ -14,8 +15,9 @@ def get_order_for_user(user, partner_id, reference):
     Whoever may read records may read every order; a narrower rule goes
     here and nowhere else.
     """
-    return get_object_or_404(
+    return found_or_404(
         Order.objects.select_related("partner"),
+        f"There is no order {reference} of partner {partner_id}.",
         partner__partner_id=partner_id,
         partner_reference=reference,
     )
