@@ -65,14 +65,39 @@ MATRIX = {
 }
 
 
+# How a refusal ends: "Your role (support) may not claim trades." One
+# phrase beside each rule of the matrix (the 403 page reads it).
+MAY_NOT = {
+    Read.RECORDS: "search or see timelines and lists of records",
+    Read.QUEUE: "see the stuck queue",
+    Read.AUDIT: "see the audit log",
+    Read.RUN: "see guarded runs and their progress",
+    Read.DELIVERIES: "see delivery health",
+    Action.TRADE_REPOLL: "re-poll trades",
+    Action.EVENT_REPLAY: "replay webhook events",
+    Action.BULK_REPOLL: "re-poll stuck trades in bulk",
+    Action.BULK_REPLAY: "replay the latest state of stuck trades in bulk",
+    Action.BULK_RECOVER: "replay a partner's failed deliveries",
+    Action.QUEUE_CLAIM: "claim trades",
+    Action.QUEUE_UNCLAIM: "let go of claims",
+    Action.QUEUE_TAKE_OVER: "take over or let go of someone else's claim",
+    Action.POOL_SLA: "change a pool's SLA",
+    Action.PARTNER_SET_ENDPOINT: "change a partner's webhook endpoint",
+    Action.PARTNER_ROTATE_SECRET: "rotate a partner's signing secret",
+}
+
+
+class NotAllowed(PermissionDenied):
+    """A 403 of the matrix: whose role was refused what, in words."""
+
+    def __init__(self, role, what):
+        self.role = role  # None: a signed-in user without a role
+        self.what = what
+        super().__init__(f"Your role ({role or 'none'}) may not {MAY_NOT[what]}.")
+
+
 def can(user, what):
     return user.is_authenticated and role_of(user) in MATRIX[what]
-
-
-def _refusal(what):
-    if isinstance(what, Read):
-        return f"Your role may not see {what.label}."
-    return f"Your role may not do this ({what.label.lower()}, {what.value})."
 
 
 def require(*what):
@@ -87,7 +112,7 @@ def require(*what):
         def guarded(request, *args, **kwargs):
             for each in what:
                 if not can(request.user, each):
-                    raise PermissionDenied(_refusal(each))
+                    raise NotAllowed(role_of(request.user), each)
             return view(request, *args, **kwargs)
 
         guarded.permissions = what

@@ -1,12 +1,13 @@
 from django.conf import settings
 from django.contrib import messages
 from django.db.models import Max
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.permissions import Action, Read, require
 from audit.models import Entry
+from lib.errors import found_or_404
 from lib.tasks import send_on_commit
 from partners.models import Endpoint, SigningSecret
 from partners.services import host_of
@@ -19,20 +20,25 @@ from .models import Run
 
 def get_trade_for_user(user, transact_id):
     """The one way a view reaches a trade from the URL (404 when unknown)."""
-    return get_object_or_404(
+    return found_or_404(
         Trade.objects.select_related("order__partner", "pool", "claim__user"),
+        f"There is no trade {transact_id}.",
         transact_id=transact_id,
     )
 
 
 def get_event_for_user(user, event_id):
-    return get_object_or_404(
-        WebhookEvent.objects.select_related("order__partner"), event_id=event_id
+    return found_or_404(
+        WebhookEvent.objects.select_related("order__partner"),
+        f"There is no webhook event {event_id}.",
+        event_id=event_id,
     )
 
 
 def get_run_for_user(user, pk):
-    return get_object_or_404(Run.objects.select_related("order__partner", "user"), pk=pk)
+    return found_or_404(
+        Run.objects.select_related("order__partner", "user"), f"There is no run {pk}.", pk=pk
+    )
 
 
 def submit(request, ask):

@@ -13,6 +13,12 @@ from records import ids
 
 PARTNER_ID = RegexValidator(rf"\A{ids.SHAPES['partner']}\Z", "A partner id looks like ptn_acme.")
 POOL_ID = RegexValidator(rf"\A{ids.SHAPES['pool']}\Z", "A pool id looks like EUR-USDT.")
+# Ids hold no whitespace; a prefix as short as the search box allows, so
+# the range scan it asks for stays narrow.
+ID_PREFIX = RegexValidator(
+    rf"\A\S{{{ids.MIN_PREFIX},255}}\Z",
+    f"Paste {ids.MIN_PREFIX} or more characters of an id, without spaces.",
+)
 
 
 class DayRangeWidget(DateRangeWidget):
@@ -46,6 +52,17 @@ def pool_filter(field_name="pool__pool_id", **options):
         validators=[POOL_ID],
         widget=forms.TextInput(attrs={"placeholder": "EUR-USDT"}),
         **options,
+    )
+
+
+def id_prefix_filter(method):
+    """Rows with an id starting with the value (case-sensitive, ``_`` and ``%``
+    literal: Django escapes them in ``startswith``)."""
+    return filters.CharFilter(
+        label="Id starts with",
+        method=method,
+        validators=[ID_PREFIX],
+        widget=forms.TextInput(attrs={"placeholder": "pt_live_…", "spellcheck": "false"}),
     )
 
 

@@ -1,21 +1,32 @@
 """Find orders from whatever a support agent pastes.
 
 One indexed query on ``records.Identifier`` answers any id or id prefix
-(the index leads with ``value`` in collation "C", so ``=`` and
-``LIKE 'prefix%'`` are range scans; Django escapes ``_`` and ``%`` in
-``startswith``). Partner ids and pools are filters, not orders.
+(``identifier_value_idx`` leads with ``value`` in collation "C", so ``=``
+and ``LIKE 'prefix%'`` are range scans; Django escapes ``_`` and ``%`` in
+``startswith``). Partner ids and pools are filters, not orders: alone or
+inside a pasted ticket, each opens its list.
+
+A prefix never passes for complete: past ``MAX_MATCHES`` ids the result
+says how many there are (counted up to ``COUNT_BOUND``) and links to the
+orders list filtered by the same prefix, which holds them all.
 """
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from django.urls import reverse
 
 from records import ids
 from records.models import Identifier, Partner, Pool, Trade
 
-MIN_PREFIX = 6
+MIN_PREFIX = ids.MIN_PREFIX
 MAX_MATCHES = 50
+# How far a cut prefix is counted: exact up to here, "more than" beyond.
+COUNT_BOUND = 1000
 MAX_TOKENS = 300
+# Ids a ticket may resolve to, all orders together.
+MAX_TICKET_MATCHES = MAX_MATCHES * 4
 
 # What an id looks like, by its shape (the contract's table).
 KINDS = list(ids.PATTERNS.items())
@@ -40,6 +51,12 @@ SHAPED = re.compile(
 )
 WRAPPERS = "\"'`<>()[]{}“”‘’«»,;"
 TOKEN_SPLIT = re.compile(r"[\s\"'`<>()\[\]{}“”‘’«»,;|=]+")
+# What ends a sentence after an id in a ticket ("the order is order_7841.").
+SENTENCE_END = ".:!?"
+SECRET_KINDS = ("partner secret key", "webhook signing secret")
+# A secret key or signing secret in full: never sent to the database, not
+# even as a search term (a short "sk_…" may still be a partner's order id).
+SECRET = re.compile(r"(?<![A-Za-z0-9_])(?:sk_(?:test|live)_|whsec_)[A-Za-z0-9+/=_]{16,}")
 
 
 def clean(raw):
@@ -100,6 +117,27 @@ class Hint:
     value: str = ""  # an id worth opening instead
 
 
+@dataclass(frozen=True)
+class Cut:
+    """More ids matched than the result lists: how many, and where all of them are."""
+
+    shown: int
+    total: int  # exact, unless ``more_than``: then at least this many more
+    more_than: bool
+    prefix: str = ""  # the prefix cut short; "" for an exact id on too many orders
+    url: str = ""  # the list that holds them all ("" when no filter can say it)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A partner or pool: not an order, but the list it opens."""
+
+    kind: str
+    value: str
+    url: str
+    what: str  # what the list shows: "its orders"
+
+
 @dataclass
 class Result:
     query: str
@@ -108,6 +146,8 @@ class Result:
     redirect: str = ""
     kind_guess: str = ""
     hints: list = field(default_factory=list)
+    cut: Cut | None = None
+    listed: list = field(default_factory=list)
 
     @property
     def exact_single(self):
@@ -149,6 +189,41 @@ def _identifiers():
     return Identifier.objects.select_related("order__partner").order_by("value", "kind")
 
 
+def partner_url(partner_id):
+    """A partner's orders: what a partner id opens, alone or in a ticket."""
+    return reverse("browse:orders") + "?" + urlencode({"partner": partner_id})
+
+
+def pool_url(pool_id):
+    """A pool's trades: what a pool id opens, alone or in a ticket."""
+    return reverse("browse:trades") + "?" + urlencode({"pool": pool_id})
+
+
+def prefix_url(prefix):
+    """Every order with an id starting with ``prefix`` (browse's ``id`` filter)."""
+    return reverse("browse:orders") + "?" + urlencode({"id": prefix})
+
+
+def _first_page(prefix="", **matching):
+    """The first ``MAX_MATCHES`` identifiers ``matching``, and a ``Cut`` when
+    there are more (one row more than a page tells, without counting)."""
+    found = list(_identifiers().filter(**matching)[: MAX_MATCHES + 1])
+    if len(found) <= MAX_MATCHES:
+        return found, None
+    # Counted only when cut, and only so far: the subquery stops at
+    # COUNT_BOUND + 1 rows of the same range scan of identifier_value_idx
+    # (index-only: it reads ``value``), however common the prefix.
+    counted = Identifier.objects.filter(**matching).values("value")[: COUNT_BOUND + 1].count()
+    cut = Cut(
+        shown=MAX_MATCHES,
+        total=min(counted, COUNT_BOUND),
+        more_than=counted > COUNT_BOUND,
+        prefix=prefix,
+        url=prefix and prefix_url(prefix),
+    )
+    return found[:MAX_MATCHES], cut
+
+
 def lookup(raw):
     """Resolve one pasted value: exact first, then prefix (6+ characters)."""
     value = clean(raw)
@@ -156,24 +231,35 @@ def lookup(raw):
     if not value:
         return result
     kind = result.kind_guess
+    if SECRET.fullmatch(value):
+        result.hints = _hints(value, kind)
+        return result
     if kind == "partner" and Partner.objects.filter(partner_id=value).exists():
-        result.redirect = f"/orders/?partner={value}"
+        result.redirect = partner_url(value)
         return result
     if kind == "pool" and Pool.objects.filter(pool_id=value).exists():
-        result.redirect = f"/trades/?pool={value}"
+        result.redirect = pool_url(value)
         return result
 
     # One index range scan answers both: the exact value sorts first among
     # the values it prefixes. An exact match wins over prefix matches.
     if len(value) >= MIN_PREFIX:
-        found = list(_identifiers().filter(value__startswith=value)[:MAX_MATCHES])
+        found, cut = _first_page(value, value__startswith=value)
         exact = [ident for ident in found if ident.value == value]
+        if exact and len(exact) == len(found) and cut:
+            # Rarer still: one partner-chosen id on more orders than a page
+            # (the orders list filters by prefix, not by this exact value).
+            exact, cut = _first_page(value=value)
     else:
-        found = exact = list(_identifiers().filter(value=value)[:MAX_MATCHES])
+        found, cut = _first_page(value=value)
+        exact = found
     if exact:
         result.hits, result.waiting = _group(exact, lambda v: "exact")
+        # Every exact row sorts before the prefix rows: the cut is of those.
+        result.cut = cut if len(exact) == len(found) else None
     else:
         result.hits, result.waiting = _group(found, lambda v: "prefix")
+        result.cut = cut
     _attach_latest_trades(result.hits)
     if not result.hits and not result.waiting:
         result.hints = _hints(value, kind)
@@ -181,46 +267,111 @@ def lookup(raw):
 
 
 def extract(raw):
-    """Every id in a pasted ticket or log excerpt, resolved and grouped by order."""
+    """Every id in a pasted ticket or log excerpt, resolved and grouped by order.
+
+    Whatever the box understands alone it understands here: contract ids by
+    their shape, partner order ids and idempotency keys by looking every
+    word up, partners and pools as the lists they open.
+    """
     shaped = SHAPED.findall(raw)
-    tokens = []
+    candidates = {}
     for token in [*shaped, *TOKEN_SPLIT.split(raw)]:
         token = clean(token)
-        if token and token not in tokens:
-            tokens.append(token)
-    tokens = tokens[:MAX_TOKENS]
+        for each in (token, token.rstrip(SENTENCE_END)):
+            if each and not SECRET.fullmatch(each):
+                candidates[each] = None
+    tokens = list(candidates)[:MAX_TOKENS]
     result = Result(query=raw.strip())
-    found = list(_identifiers().filter(value__in=tokens)[: MAX_MATCHES * 4])
-    result.hits, result.waiting = _group(found, lambda v: "exact")
+
+    found = list(_identifiers().filter(value__in=tokens)[: MAX_TICKET_MATCHES + 1])
+    result.hits, result.waiting = _group(found[:MAX_TICKET_MATCHES], lambda v: "exact")
     _attach_latest_trades(result.hits)
-    known = {ident.value for ident in found}
+    result.listed = _listed(tokens)
+
+    known = {ident.value for ident in found} | {item.value for item in result.listed}
+    missing = [token for token in dict.fromkeys(shaped) if token not in known]
+    twins = _twins(missing)
     result.hints = [
         Hint(f"{token} ({kind_of(token) or 'id'}) was not found")
-        for token in dict.fromkeys(shaped)
-        if token not in known
+        if token not in twins
+        else Hint(
+            f"{token} was not found; {twins[token]} exists: its other-mode twin.", twins[token]
+        )
+        for token in missing
     ]
+    if len(found) > MAX_TICKET_MATCHES:
+        result.hints.append(
+            Hint(f"More ids matched than the {MAX_TICKET_MATCHES} shown; paste less text.")
+        )
+    if len(candidates) > MAX_TOKENS:
+        result.hints.append(
+            Hint(f"Only the first {MAX_TOKENS} words were looked up; paste less text.")
+        )
+    for secret in dict.fromkeys(m.group(0) for m in SECRET.finditer(raw)):
+        result.hints.append(
+            Hint(
+                f"A secret ({_secret_head(secret)}…) is in the pasted text. Secrets are never "
+                "stored or searchable; have it rotated."
+            )
+        )
     return result
+
+
+def _listed(tokens):
+    """The partners and pools ``tokens`` name, each with the list it opens alone.
+
+    Only known ones: the pool shape fits dates and the like ("2026-06")."""
+    partners = [t for t in tokens if ids.PATTERNS["partner"].fullmatch(t)]
+    pools = [t for t in tokens if ids.PATTERNS["pool"].fullmatch(t)]
+    known = {}
+    if partners:
+        for partner_id in Partner.objects.filter(partner_id__in=partners).values_list(
+            "partner_id", flat=True
+        ):
+            known[partner_id] = Listed("partner", partner_id, partner_url(partner_id), "its orders")
+    if pools:
+        for pool_id in Pool.objects.filter(pool_id__in=pools).values_list("pool_id", flat=True):
+            known[pool_id] = Listed("pool", pool_id, pool_url(pool_id), "its trades")
+    return [known[token] for token in tokens if token in known]
+
+
+def _twin(value):
+    if "_test_" in value:
+        return value.replace("_test_", "_live_", 1)
+    if "_live_" in value:
+        return value.replace("_live_", "_test_", 1)
+    return None
+
+
+def _twins(values):
+    """{value: its other-mode twin} for the values whose twin we hold (one query)."""
+    asked = {twin: value for value in values if (twin := _twin(value))}
+    if not asked:
+        return {}
+    held = Identifier.objects.filter(value__in=asked).values_list("value", flat=True)
+    return {asked[twin]: twin for twin in held}
+
+
+def _secret_head(secret):
+    """Enough of a secret to recognise it by, not to use it."""
+    return secret[: secret.index("_", 3) + 1] if secret.startswith("sk_") else "whsec_"
 
 
 def _hints(value, kind):
     """Why nothing matched: the other mode's id, or a near miss."""
     hints = []
-    swapped = None
-    if "_test_" in value:
-        swapped = value.replace("_test_", "_live_", 1)
-    elif "_live_" in value:
-        swapped = value.replace("_live_", "_test_", 1)
-    if swapped and Identifier.objects.filter(value=swapped).exists():
-        mode = "live" if "_live_" in swapped else "test"
-        hints.append(Hint(f"{swapped} exists: the {mode}-mode twin of this id.", swapped))
-        return hints
-    if kind in ("partner secret key", "webhook signing secret"):
+    if kind in SECRET_KINDS:
         hints.append(
             Hint(
                 "That looks like a secret. Secrets are never stored or searchable; "
                 "if it was pasted in a ticket, have it rotated."
             )
         )
+        return hints
+    swapped = _twin(value)
+    if swapped and Identifier.objects.filter(value=swapped).exists():
+        mode = "live" if "_live_" in swapped else "test"
+        hints.append(Hint(f"{swapped} exists: the {mode}-mode twin of this id.", swapped))
         return hints
     # A near miss: same stem, at most two characters different.
     for cut in (1, 2, 3):

@@ -3,6 +3,12 @@ from django.urls import include, path
 
 from ingest import views as ingest_views
 
+# Every error in the panel's layout, in words, with a way back (lib/errors.py).
+handler400 = "lib.errors.bad_request"
+handler403 = "lib.errors.permission_denied"
+handler404 = "lib.errors.page_not_found"
+handler500 = "lib.errors.server_error"
+
 urlpatterns = [
     # Sign-in and sign-out only: an admin resets a password (manage.py createuser).
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -7,7 +7,7 @@ Who may read it and who may claim, run bulk actions or change an SLA is
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,6 +17,7 @@ from accounts.permissions import Action, Read, can, require
 from actions.forms import ConfirmForm
 from actions.services import Refused, new_key
 from actions.views import get_trade_for_user, submit
+from lib.errors import found_or_404
 from lib.listing import Listing, show_list
 from records.models import Pool
 
@@ -29,7 +30,7 @@ SAMPLE = 10  # trades a dry run shows of the set
 
 
 def get_pool_for_user(user, pool_id):
-    return get_object_or_404(Pool, pool_id=pool_id)
+    return found_or_404(Pool.objects.all(), f"There is no pool {pool_id}.", pool_id=pool_id)
 
 
 def _abilities(user):

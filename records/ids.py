@@ -19,6 +19,10 @@ SHAPES = {
 }
 PATTERNS = {kind: re.compile(shape) for kind, shape in SHAPES.items()}
 
+# The shortest value searched as a prefix (the search box, the lists' id
+# filter): shorter ones are matched exactly or not at all.
+MIN_PREFIX = 6
+
 # "Event envelope": every event type, and the object its data carries.
 EVENT_OBJECTS = {
     "quote.created": "quote",

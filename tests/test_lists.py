@@ -159,6 +159,12 @@ def test_trades_filters_narrow_the_list(support, records, query, expected):
         ("pool=BTC-EUR", ["g/1"]),
         ("livemode=test", ["sandbox_1"]),
         ("date_from=2026-06-29", ["order_a3"]),
+        # Any id of the order starting so: trade, ledger entry, partner order id.
+        ("id=pt_live_A0", ["order_a3", "order_a2", "order_a1"]),
+        ("id=ledger_a1_f", ["order_a1"]),
+        ("id=order_a2", ["order_a2"]),
+        ("id=order_a", ["order_a3", "order_a2", "order_a1"]),
+        ("id=pt_live_A0_", []),  # "_" is a character, not a wildcard
     ],
 )
 def test_orders_filters_narrow_the_list(support, records, query, expected):
@@ -199,6 +205,8 @@ def test_ledger_filters_narrow_the_list(support, records, query, expected):
         ("events", "type=trade.exploded", "Type"),
         ("ledger", "date_from=2026-13-40", "Posted"),
         ("trades", "livemode=maybe", "Mode"),
+        ("orders", "id=pt_li", "Id starts with"),
+        ("orders", "id=pt_live_A0+x", "Id starts with"),
     ],
 )
 def test_bad_filter_input_is_shown_as_a_form_error_with_no_rows(

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
-from accounts.permissions import MATRIX, Action, Read
+from accounts.permissions import MATRIX, MAY_NOT, Action, Read
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -41,6 +41,13 @@ def test_every_view_names_one_rule_of_the_matrix_or_is_public():
 
 def test_the_matrix_names_every_action_and_read_and_nothing_else():
     assert set(MATRIX) == set(Action) | set(Read)
+
+
+def test_every_action_and_read_says_in_words_what_a_refused_role_may_not_do():
+    assert set(MAY_NOT) == set(MATRIX)
+    for what, phrase in MAY_NOT.items():
+        # It ends "Your role (support) may not …."
+        assert phrase[0].islower() and not phrase.endswith("."), what
 
 
 # One URL per guarded view, reads and writes; the guard answers before any lookup.

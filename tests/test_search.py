@@ -1,6 +1,8 @@
 """The search box and /id/<value>: any id of the contract's table lands on its order."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -156,6 +158,18 @@ def test_a_pasted_secret_is_not_searched_and_the_agent_is_warned(support, order)
     assert "Secrets are never stored" in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    "pasted", ["sk_live_" + "c" * 40, "whsec_" + "d" * 32, "ticket with sk_test_" + "e" * 30]
+)
+def test_a_pasted_secret_never_reaches_the_database(support, order, pasted):
+    with CaptureQueriesContext(connection) as queries:
+        response = support.get("/search", {"q": pasted})
+
+    assert "have it rotated" in response.content.decode()
+    # (its tail: LIKE patterns escape the underscores of its head)
+    assert not [q for q in queries.captured_queries if pasted[-16:] in q["sql"]]
+
+
 def test_id_not_found_is_a_404_page(support, order):
     response = support.get("/id/pt_live_nope")
 
@@ -253,3 +267,149 @@ def test_an_idempotency_key_reused_for_two_orders_finds_both(support, tmp_path):
     page = response.content.decode()
     assert 'href="/orders/ptn_acme/order_a/"' in page
     assert 'href="/orders/ptn_acme/order_b/"' in page
+
+
+# --- a prefix that matches more than one page ------------------------------------
+
+
+@pytest.fixture
+def sixty_trades(tmp_path):
+    """60 orders whose trade ids share the prefix pt_live_P: more than a page."""
+    import_events(
+        tmp_path,
+        *(
+            envelopes.trade(
+                "settled",
+                transact_id=f"pt_live_P{n:03d}",
+                reference=f"order_p{n:03d}",
+                quoteId=f"pq_live_P{n:03d}",
+                requestId=f"req_P{n:03d}",
+            )
+            for n in range(60)
+        ),
+    )
+
+
+def test_a_prefix_matching_more_than_a_page_says_how_many_and_links_to_all(
+    support, order, sixty_trades
+):
+    response = support.get("/search", {"q": "pt_live_P"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "First 50 of 60 ids starting with <code>pt_live_P</code>" in page
+    assert "50 orders." not in page
+    assert 'href="/orders/?id=pt_live_P"' in page
+    # The link holds every one of them, and nothing else.
+    export = support.get("/orders/", {"id": "pt_live_P", "format": "csv"})
+    rows = b"".join(export.streaming_content).decode().splitlines()[1:]
+    assert len(rows) == 60
+    assert all(",order_p0" in row for row in rows)
+
+
+def test_a_prefix_matching_more_than_is_counted_says_more_than(support, sixty_trades, monkeypatch):
+    monkeypatch.setattr("lookup.search.COUNT_BOUND", 55)
+
+    response = support.get("/search", {"q": "pt_live_P"})
+
+    page = response.content.decode()
+    assert "First 50 of more than 55 ids starting with <code>pt_live_P</code>" in page
+    assert 'href="/orders/?id=pt_live_P"' in page
+
+
+def test_one_id_on_more_orders_than_a_page_says_how_many(support, tmp_path):
+    # A partner reusing one idempotency key on 55 orders: the exact id is cut.
+    trades = []
+    for n in range(55):
+        trade = envelopes.trade(
+            "settled", transact_id=f"pt_live_K{n:03d}", reference=f"order_k{n:03d}"
+        )
+        trade["data"] |= {"idempotencyKey": "checkout", "quoteId": f"pq_live_K{n:03d}"}
+        trades.append(trade)
+    import_events(tmp_path, *trades)
+
+    response = support.get("/search", {"q": "checkout"})
+
+    page = response.content.decode()
+    assert "First 50 of 55 records with the id <code>checkout</code>" in page
+    assert page.count("exact idempotency key <code>checkout</code>") == 50
+
+
+def test_a_prefix_within_a_page_is_not_said_to_be_cut(support, sixty_trades):
+    response = support.get("/search", {"q": "pt_live_P05"})
+
+    page = response.content.decode()
+    assert "10 orders." in page
+    assert "First " not in page
+    assert "/orders/?id=" not in page
+
+
+def test_a_cut_prefix_costs_one_query_more_than_a_whole_one(
+    support, sixty_trades, django_assert_max_num_queries
+):
+    # The eight of a lookup, plus the bounded count (an index-only range scan
+    # of identifier_value_idx that stops at COUNT_BOUND + 1 rows) that only a
+    # page cut short needs.
+    with django_assert_max_num_queries(9):
+        response = support.get("/search", {"q": "pt_live_P"})
+
+    assert "First 50 of 60 ids" in response.content.decode()
+
+
+# --- a pasted ticket understands every kind the box does ----------------------
+
+
+def test_a_ticket_finds_partners_and_pools_as_the_box_does_alone(
+    support, order, django_assert_max_num_queries
+):
+    ticket = (
+        "Partner ptn_acme says order_7841 (key order_7841:accept:1) on pool EUR-USDT "
+        "got quote pq_live_01J4, then ledger_0pools_772.\n"
+        "Also ptn_nobody and pool ZZZ-QQQ, dated 2026-06."
+    )
+
+    # session, user, role, session save (3), identifiers, latest trades,
+    # partners, pools
+    with django_assert_max_num_queries(10):
+        response = support.get("/search", {"q": ticket})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Ids found in the pasted text" in page
+    assert 'href="/orders/?partner=ptn_acme"' in page
+    assert 'href="/trades/?pool=EUR-USDT"' in page
+    assert "ptn_acme (partner) was not found" not in page
+    assert 'href="/orders/ptn_acme/order_7841/"' in page
+    for found in ("order_7841", "order_7841:accept:1", "pq_live_01J4", "ledger_0pools_772"):
+        assert f"<code>{found}</code>" in page
+    assert "ptn_nobody (partner) was not found" in page
+    # The pool shape fits dates and the like too: only a known pool is shown.
+    assert "ZZZ-QQQ" not in page
+    assert "(pool)" not in page
+
+
+def test_a_ticket_naming_only_a_partner_is_not_nothing_found(support, order):
+    response = support.get("/search", {"q": "please check ptn_acme today"})
+
+    page = response.content.decode()
+    assert "Nothing found" not in page
+    assert 'href="/orders/?partner=ptn_acme"' in page
+
+
+def test_a_ticket_id_at_the_end_of_a_sentence_is_found(support, order):
+    response = support.get("/search", {"q": "The order is order_7841. Key: order_7841:accept:1!"})
+
+    page = response.content.decode()
+    assert 'href="/orders/ptn_acme/order_7841/"' in page
+    assert "exact partner order id <code>order_7841</code>" in page
+    assert "exact idempotency key <code>order_7841:accept:1</code>" in page
+
+
+def test_a_secret_in_a_ticket_is_pointed_out_without_being_repeated(support, order):
+    secret = "sk_live_" + "b" * 40
+    response = support.get("/search", {"q": f"our key is {secret} and pt_live_9A2"})
+
+    page = response.content.decode()
+    assert "have it rotated" in page
+    assert secret not in page
+    assert 'href="/orders/ptn_acme/order_7841/"' in page

@@ -1,9 +1,10 @@
 from django import forms
 from django.http import Http404, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import Read, require
+from lib.errors import found_or_404, wants_json
 from records.models import Order
 
 from . import build
@@ -15,18 +16,12 @@ def get_order_for_user(user, partner_id, reference):
     Whoever may read records may read every order; a narrower rule goes
     here and nowhere else.
     """
-    return get_object_or_404(
+    return found_or_404(
         Order.objects.select_related("partner"),
+        f"There is no order {reference} of partner {partner_id}.",
         partner__partner_id=partner_id,
         partner_reference=reference,
     )
-
-
-def _wants_json(request):
-    if request.GET.get("format") == "json":
-        return True
-    accept = request.headers.get("Accept", "")
-    return "application/json" in accept and "text/html" not in accept
 
 
 class ReferenceForm(forms.Form):
@@ -54,7 +49,7 @@ def order_timeline_by_query(request, partner_id):
 
 def _timeline(request, order):
     timeline = build.build(order)
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse(timeline.as_json(), json_dumps_params={"indent": 2})
     template = "timeline/order.html"
     if request.htmx:
