@@ -1,8 +1,26 @@
-"""Sign-out after idle time, where idle means no person at work."""
+"""Sign-out after idle time (idle: no person at work); nothing a signed-in person
+sees is cached."""
+
+from django.utils.cache import patch_cache_control
 
 # Elements that poll by themselves (htmx ``every``): their requests are not
 # activity. See templates/timeline/order.html and templates/actions/run.html.
 POLLING = frozenset({"timeline-live", "run-progress"})
+
+
+class NoStoreMiddleware:
+    """What a signed-in person sees (pages, CSV exports, JSON) is not kept by
+    a browser's or a proxy's cache: support desks share machines."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and "Cache-Control" not in response:
+            patch_cache_control(response, no_store=True, private=True)
+        return response
 
 
 class IdleTimeoutMiddleware:

@@ -41,7 +41,18 @@ def receive_webhook(request):
         return _refuse(request, 411, "Content-Length is required")
     if declared > limit:
         return _refuse(request, 413, f"body over {limit} bytes")
-    body = request.read(limit + 1)
+    if request.content_type != "application/json":
+        return _refuse(request, 415, "Content-Type must be application/json")
+    # A sender that declares more than it sends must not hold a worker until
+    # the server's own timeout: bound each read of the socket (gunicorn hands
+    # the view its socket; behind another server, bound it there).
+    connection_socket = request.META.get("gunicorn.socket")
+    if connection_socket is not None:
+        connection_socket.settimeout(settings.OPOOLS_WEBHOOK_READ_SECONDS)
+    try:
+        body = request.read(limit + 1)
+    except OSError:  # TimeoutError included: the body stopped coming
+        return _refuse(request, 408, "the body stopped before its Content-Length")
     if len(body) > limit:
         return _refuse(request, 413, f"body over {limit} bytes")
 

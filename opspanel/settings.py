@@ -81,6 +81,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.IdleTimeoutMiddleware",
+    "accounts.middleware.NoStoreMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # Inside the session, user and messages: a bare error answer (an empty
@@ -253,6 +254,8 @@ OPOOLS_API_TIMEOUT = float(env("OPOOLS_API_TIMEOUT", "5"))
 OPOOLS_REJECTED_PER_MINUTE = int(env("OPOOLS_REJECTED_PER_MINUTE", "60"))
 # Largest webhook body accepted; larger is a 413 before anything is parsed.
 OPOOLS_WEBHOOK_MAX_BYTES = 256 * 1024
+# Seconds a webhook sender may pause while sending its body (each read).
+OPOOLS_WEBHOOK_READ_SECONDS = float(env("OPOOLS_WEBHOOK_READ_SECONDS", "5"))
 # Replays may go to private and loopback addresses only when this is on
 # (tests and the sandbox); production partner endpoints are public.
 OPOOLS_OUTBOUND_ALLOW_PRIVATE = env_bool("OPOOLS_OUTBOUND_ALLOW_PRIVATE", DEBUG)

@@ -113,3 +113,11 @@ def test_htmx_polling_does_not_keep_an_idle_session_alive(client, support_user, 
 
     client.get("/")
     assert expiry() > first  # a person's request is
+
+
+def test_nothing_a_signed_in_person_sees_is_cached(client, support_user):
+    client.force_login(support_user)
+
+    for url in ("/", "/orders/", "/orders/?format=csv", "/audit/?format=csv"):
+        cache_control = client.get(url)["Cache-Control"]
+        assert "no-store" in cache_control and "private" in cache_control, url

@@ -1,6 +1,7 @@
 """POST /webhooks/0pools: every answer the issue names, and nothing stored on refusal."""
 
 import json
+import os
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 
@@ -414,3 +415,85 @@ def test_one_malformed_signature_does_not_void_a_valid_one_beside_it(client):
             "/webhooks/0pools", body, content_type="application/json", headers=headers_with_junk
         )
         assert response.status_code in (200, 202), junk
+
+
+def test_a_body_that_is_not_declared_json_is_415_and_nothing_is_stored(client):
+    body = orjson.dumps(envelopes.trade("reserved"))
+
+    response = client.post("/webhooks/0pools", body, content_type="text/plain", headers=sign(body))
+
+    assert response.status_code == 415
+    assert response.json()["error"] == "Content-Type must be application/json"
+    assert not WebhookEvent.objects.exists()
+
+
+@pytest.fixture
+def gunicorn(transactional_db, settings):
+    """The panel under gunicorn (the production server) on loopback, on the test database."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import subprocess_database_url
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": subprocess_database_url(),
+        "OPSPANEL_TESTING": "1",
+        "OPOOLS_WEBHOOK_SECRETS": SECRET,
+        "OPOOLS_WEBHOOK_READ_SECONDS": "0.5",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "opspanel.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--timeout",
+            "30",
+            "--log-level",
+            "warning",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_a_body_shorter_than_its_content_length_is_408_at_once_not_a_held_worker(gunicorn):
+    import socket
+    import time
+
+    body = orjson.dumps(envelopes.trade("reserved"))
+    head = "".join(f"{name}: {value}\r\n" for name, value in sign(body).items())
+    request = (
+        f"POST /webhooks/0pools HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\n\r\n"
+    ).encode() + body
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", gunicorn), timeout=10) as conn:
+        conn.sendall(request)  # and then nothing more: 100 bytes short
+        answer = conn.recv(4096).decode()
+    took = time.monotonic() - started
+
+    assert answer.startswith("HTTP/1.1 408"), answer[:80]
+    assert took < 5, f"the worker was held {took:.1f} s"
+    assert not WebhookEvent.objects.exists()
