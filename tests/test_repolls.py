@@ -2,6 +2,8 @@
 and "Replay latest state" look like after the beat has asked 0Pools about it
 again and again (every 5 minutes) and 0Pools kept answering the same thing."""
 
+import csv
+import io
 import itertools
 from datetime import timedelta
 
@@ -72,6 +74,12 @@ def timeline(client, trade):
     response = client.get(trade.order.get_absolute_url(), {"format": "json"})
     assert response.status_code == 200
     return response.json()
+
+
+def orders_csv(client):
+    response = client.get("/orders/", {"format": "csv"})
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return list(csv.DictReader(io.StringIO(body.decode())))
 
 
 # --- "Replay latest state" -------------------------------------------------------
@@ -169,3 +177,41 @@ def test_the_bulk_replay_sends_the_0pools_event_not_a_poll(
     got = httpx.get(f"{upstream.url}/_sandbox/received", params={"partner": "ptn_acme"}).json()
     assert [r["webhook_id"] for r in got] == [sent.event_id]
     assert got[0]["verified"] is True
+
+
+# --- the orders list and the queue --------------------------------------------------
+
+
+def test_unchanged_repolls_do_not_move_the_order_in_the_orders_list(support, stuck, time_machine):
+    before = orders_csv(support)
+
+    every_five_minutes(time_machine, 20, stuck.transact_id)
+
+    assert orders_csv(support) == before
+
+
+def test_a_poll_that_changes_the_status_is_activity(support, stuck, upstream, time_machine):
+    last = every_five_minutes(time_machine, 3, stuck.transact_id)
+    httpx.post(f"{upstream.url}/_sandbox/trades/{stuck.transact_id}", json={"status": "settled"})
+    time_machine.move_to(last + timedelta(minutes=5))
+    the_beat_repolls(stuck.transact_id)
+
+    rows = orders_csv(support)
+
+    assert rows[0]["partnerReference"] == "scn_stuck_reserved"
+    assert rows[0]["latestTradeStatus"] == "settled"
+    moved = WebhookEvent.objects.get(status_changes__to_status="settled", source="poll")
+    assert rows[0]["lastActivityAt"] == moved.payload["createdAt"]
+
+
+def test_the_queue_still_shows_the_newest_poll(support, stuck, time_machine):
+    every_five_minutes(time_machine, 20, stuck.transact_id)
+    newest = WebhookEvent.objects.filter(subject_id=stuck.transact_id, source="poll").latest(
+        "created_at", "id"
+    )
+
+    response = support.get("/queues/stuck")
+
+    (row,) = [r for r in response.context["rows"] if r.transact_id == stuck.transact_id]
+    assert row.last_poll.event_id == newest.event_id
+    assert f'datetime="{newest.created_at.isoformat()}"' in response.content.decode()
