@@ -158,7 +158,7 @@ def _count(run, *, ok):
 
 
 def _actor(run):
-    return {"actor": run.user, "actor_name": "schedule" if run.user is None else None}
+    return {"actor": run.user, "actor_name": audit.SCHEDULE if run.user is None else None}
 
 
 def repoll(transact_id, run):

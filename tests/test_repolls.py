@@ -4,7 +4,6 @@ again and again (every 5 minutes) and 0Pools kept answering the same thing."""
 
 import csv
 import io
-import itertools
 from datetime import timedelta
 
 import httpx
@@ -14,46 +13,30 @@ from django.utils import timezone
 from accounts.permissions import Action
 from actions import services
 from actions.models import Run
+from audit.models import Entry
+from opspanel.celery import app
 from partners.services import rotate_secret, set_endpoint
 from records.models import Partner, Trade, WebhookEvent
+from tests.helpers import the_beat_repolls, upstream_still_says_reserved
 
 pytestmark = pytest.mark.django_db
-
-_keys = itertools.count(1)
 
 
 # --- what the beat and 0Pools do -----------------------------------------------
 
 
-def upstream_still_says_reserved(upstream, transact_id):
-    """0Pools' status API answers ``reserved`` for the trade, as it did when it was made."""
-    truth = httpx.get(f"{upstream.url}/_sandbox/trades/{transact_id}").json()
-    history = [step for step in truth["statusHistory"] if step["status"] == "reserved"][:1]
-    truth |= {"status": "reserved", "statusHistory": history, "updatedAt": history[0]["at"]}
-    httpx.post(f"{upstream.url}/_sandbox/trades/{transact_id}", json=truth).raise_for_status()
-
-
-def the_beat_repolls(transact_id):
-    """What ``queues.tasks.repoll_stuck_trades`` does for one stuck trade."""
-    run = Run.objects.create(
-        key=f"schedule-test-{next(_keys)}",
-        user=None,
-        action=Action.BULK_REPOLL,
-        target="1 stuck trades (scheduled)",
-        reason="scheduled re-poll of trades stuck past their pool SLA",
-        params={"targets": [transact_id], "scheduled": True},
-        total=1,
-        state=Run.State.RUNNING,
-    )
-    services.carry_out(run)
-    run.refresh_from_db()
-    assert (run.done, run.failed) == (1, 0)
+def upstream_settles(upstream, transact_id, *, at):
+    """0Pools settles the trade ``at`` (between two polls)."""
+    httpx.post(
+        f"{upstream.url}/_sandbox/trades/{transact_id}",
+        json={"status": "settled", "at": at.strftime("%Y-%m-%dT%H:%M:%SZ")},
+    ).raise_for_status()
 
 
 def every_five_minutes(time_machine, times, transact_id, *, start=None):
     """The beat re-polls the trade ``times`` times, 5 minutes apart (from three hours
     ago unless told: the signed-in session stays fresh); returns the last moment."""
-    moment = start or timezone.now() - timedelta(hours=3)
+    moment = start or (timezone.now() - timedelta(hours=3)).replace(microsecond=0)
     for _ in range(times):
         time_machine.move_to(moment)
         the_beat_repolls(transact_id)
@@ -74,6 +57,10 @@ def timeline(client, trade):
     response = client.get(trade.order.get_absolute_url(), {"format": "json"})
     assert response.status_code == 200
     return response.json()
+
+
+def poll_lines(items):
+    return [item for item in items if item["kind"] == "polls"]
 
 
 def orders_csv(client):
@@ -120,7 +107,7 @@ def test_a_status_only_our_poll_saw_replays_that_poll_and_the_page_says_so_plain
     support, stuck, upstream, time_machine
 ):
     last = every_five_minutes(time_machine, 3, stuck.transact_id)
-    httpx.post(f"{upstream.url}/_sandbox/trades/{stuck.transact_id}", json={"status": "settled"})
+    upstream_settles(upstream, stuck.transact_id, at=last + timedelta(minutes=2))
     every_five_minutes(time_machine, 4, stuck.transact_id, start=last + timedelta(minutes=5))
     stuck.refresh_from_db()
     assert stuck.status == "settled"
@@ -179,6 +166,119 @@ def test_the_bulk_replay_sends_the_0pools_event_not_a_poll(
     assert got[0]["verified"] is True
 
 
+# --- the stuck trade's timeline -----------------------------------------------------
+
+
+def test_unchanged_repolls_are_one_folded_line_on_the_timeline(support, stuck, time_machine):
+    before = timeline(support, stuck)["items"]
+    last = every_five_minutes(time_machine, 20, stuck.transact_id)
+    newest = WebhookEvent.objects.filter(source="poll").latest("created_at", "id")
+
+    items = timeline(support, stuck)["items"]
+
+    assert len(items) == len(before) + 1
+    (line,) = poll_lines(items)
+    assert line == items[-1]
+    assert "Polled 20 times" in line["summary"]
+    assert f"last at {last:%Y-%m-%d %H:%M:%S} UTC" in line["summary"]
+    assert "no change" in line["summary"]
+    assert line["folded"]["count"] == 20
+    assert line["ids"] == {"trade": stuck.transact_id, "lastPoll": newest.event_id}
+    # the scheduled audit entries fold into the line: none is listed on its own
+    assert not [i for i in items if i["kind"] == "action"]
+    assert Entry.objects.filter(target=stuck.transact_id, actor_name="schedule").count() == 20
+    page = support.get(stuck.order.get_absolute_url()).content.decode()
+    assert page.count("Polled 20 times") == 1
+    for poll in WebhookEvent.objects.filter(source="poll"):
+        assert f"/events/{poll.event_id}/replay" not in page
+
+
+def test_a_poll_that_changes_the_status_is_its_own_item_after_the_folded_line(
+    support, stuck, upstream, time_machine
+):
+    last = every_five_minutes(time_machine, 6, stuck.transact_id)
+    upstream_settles(upstream, stuck.transact_id, at=last + timedelta(minutes=2))
+    time_machine.move_to(last + timedelta(minutes=5))
+    the_beat_repolls(stuck.transact_id)
+
+    items = timeline(support, stuck)["items"]
+
+    (line,) = poll_lines(items)
+    assert "Polled 6 times" in line["summary"]
+    moved = [i for i in items if i["kind"] == "status" and i["source"] == "poll"]
+    assert len(moved) == 1 and "reserved → settled" in moved[0]["summary"]
+    assert items.index(line) < items.index(moved[0])
+    # the poll that changed something keeps its audit entry in view, and can be replayed
+    changed = [i for i in items if i["kind"] == "action"]
+    assert len(changed) == 1 and "reserved → settled" in changed[0]["summary"]
+    page = support.get(stuck.order.get_absolute_url()).content.decode()
+    assert f'href="/events/{moved[0]["ids"]["event"]}/replay"' in page
+
+
+def test_a_person_who_re_polls_stays_visible_with_their_reason(
+    client, operations_user, stuck, time_machine, django_capture_on_commit_callbacks
+):
+    client.force_login(operations_user)
+    last = every_five_minutes(time_machine, 5, stuck.transact_id)
+    time_machine.move_to(last + timedelta(minutes=1))
+    url = f"/trades/{stuck.transact_id}/repoll"
+    form = client.get(url).context["form"]
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(
+                url,
+                {
+                    "key": form.initial["key"],
+                    "drawn": form.initial["drawn"],
+                    "reason": "ticket 4711: partner says pending",
+                },
+            )
+    finally:
+        app.conf.task_always_eager = False
+    assert response.status_code == 302
+    every_five_minutes(time_machine, 5, stuck.transact_id, start=last + timedelta(minutes=5))
+
+    items = timeline(client, stuck)["items"]
+
+    lines = poll_lines(items)
+    assert [line["folded"]["count"] for line in lines] == [5, 5]
+    (person,) = [i for i in items if i["kind"] == "action"]
+    assert "Re-poll of" in person["summary"] and "by olga-operations" in person["summary"]
+    assert "Reason: ticket 4711: partner says pending" in person["summary"]
+    assert items.index(lines[0]) < items.index(person) < items.index(lines[1])
+
+
+def test_the_timeline_of_a_much_polled_trade_makes_the_same_number_of_queries(
+    support, stuck, time_machine, django_assert_max_num_queries
+):
+    every_five_minutes(time_machine, 20, stuck.transact_id)
+
+    # as tests/test_timeline.py counts them
+    with django_assert_max_num_queries(14):
+        response = support.get(stuck.order.get_absolute_url())
+
+    assert response.status_code == 200
+    assert b"Polled 20 times" in response.content
+
+
+def test_a_trade_polled_past_the_cap_keeps_its_first_events_on_the_timeline(
+    support, stuck, time_machine, monkeypatch
+):
+    from timeline import build
+
+    first = timeline(support, stuck)["items"]
+    monkeypatch.setattr(build, "MAX_EVENTS", 8)
+    every_five_minutes(time_machine, 12, stuck.transact_id)
+
+    data = timeline(support, stuck)
+
+    assert data["items"][: len(first)] == first
+    assert data["truncated"] is True
+    (line,) = poll_lines(data["items"])
+    assert line["folded"]["count"] == 8
+
+
 # --- the orders list and the queue --------------------------------------------------
 
 
@@ -192,7 +292,7 @@ def test_unchanged_repolls_do_not_move_the_order_in_the_orders_list(support, stu
 
 def test_a_poll_that_changes_the_status_is_activity(support, stuck, upstream, time_machine):
     last = every_five_minutes(time_machine, 3, stuck.transact_id)
-    httpx.post(f"{upstream.url}/_sandbox/trades/{stuck.transact_id}", json={"status": "settled"})
+    upstream_settles(upstream, stuck.transact_id, at=last + timedelta(minutes=2))
     time_machine.move_to(last + timedelta(minutes=5))
     the_beat_repolls(stuck.transact_id)
 
