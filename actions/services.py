@@ -17,7 +17,7 @@ from datetime import timedelta
 import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max
+from django.db.models import BooleanField, Exists, ExpressionWrapper, F, Max, OuterRef, Q
 from django.utils import timezone
 
 from accounts.permissions import Action
@@ -29,7 +29,7 @@ from outbound.guard import guarded_client
 from outbound.signing import deliver
 from partners.models import SigningSecret
 from partners.services import host_of
-from records.models import DeliveryAttempt, Partner, Trade, WebhookEvent
+from records.models import DeliveryAttempt, Partner, StatusChange, Trade, WebhookEvent
 
 from . import upstream
 from .models import Run
@@ -175,7 +175,7 @@ def _count(run, *, ok):
 
 
 def _actor(run):
-    return {"actor": run.user, "actor_name": "schedule" if run.user is None else None}
+    return {"actor": run.user, "actor_name": audit.SCHEDULE if run.user is None else None}
 
 
 def repoll(transact_id, run):
@@ -239,16 +239,39 @@ def _poll_envelope(transact_id, trade):
 def latest_state_event(trade):
     """The stored event that tells a trade's current status: the one to replay.
 
-    An event 0Pools sent is preferred over a status read of ours: its id is
-    one the partner may already hold, so the partner can dedupe it.
+    An event 0Pools sent wins over every status read of ours, however many
+    polls came after it: its id is one the partner may already hold, so the
+    partner can dedupe it. Only where 0Pools never sent one is a poll
+    chosen: the poll that recorded the status (its id stays the same
+    however often the trade is polled again), else the newest.
+
+    One query, the preference first in the ORDER BY (a window of newest
+    rows would fill up with polls): ``event_subject_time_idx``
+    (subject_id, created_at) finds the trade's events.
     """
-    candidates = list(
-        WebhookEvent.objects.filter(
-            subject_id=trade.transact_id, type=f"trade.{trade.status}"
-        ).order_by("-created_at", "-id")[:20]
+    return (
+        WebhookEvent.objects.filter(subject_id=trade.transact_id, type=f"trade.{trade.status}")
+        .annotate(
+            ours=ExpressionWrapper(Q(source=WebhookEvent.Source.POLL), BooleanField()),
+            moved=Exists(StatusChange.objects.filter(event=OuterRef("pk"))),
+        )
+        .order_by("ours", "-moved", "-created_at", "-id")
+        .first()
     )
-    sent = [e for e in candidates if e.source != WebhookEvent.Source.POLL]
-    return (sent or candidates or [None])[0]
+
+
+def sent_instead(event):
+    """For a status read of ours: the event 0Pools sent for the same trade and
+    status, if any (the one a replay should send); None otherwise.
+    ``event_subject_time_idx``."""
+    if event.source != WebhookEvent.Source.POLL:
+        return None
+    return (
+        WebhookEvent.objects.filter(subject_id=event.subject_id, type=event.type)
+        .exclude(source=WebhookEvent.Source.POLL)
+        .order_by("-created_at", "-id")
+        .first()
+    )
 
 
 def replay_latest(transact_id, run):
@@ -287,6 +310,8 @@ def replay(event_id, run):
         with guarded_client(allow_private=settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE) as client:
             delivery = deliver(client, endpoint.url, event.event_id, body, signing)
         detail = _delivery_text(delivery, endpoint.url)
+    if event.source == WebhookEvent.Source.POLL:
+        detail = f"our own status read, an id the partner never saw: {detail}"
     delivered = delivery is not None and delivery.succeeded
     with transaction.atomic():
         if delivery is not None:

@@ -129,11 +129,25 @@ def replay_event(request, event_id):
     previous = DeliveryAttempt.objects.filter(event_id=event.event_id).aggregate(n=Max("attempt"))[
         "n"
     ]
+    signed = f"signed with {secrets} current signing secret{'s' if secrets != 1 else ''}"
+    instead = services.sent_instead(event)
+    if event.source != WebhookEvent.Source.POLL:
+        ids = f"Same event id (the partner dedupes), a fresh timestamp, {signed}."
+    elif instead is None:
+        ids = (
+            "0Pools never sent an event for this status; this replays our own status read "
+            f"{event.event_id}, an id the partner has never seen. A fresh timestamp, {signed}."
+        )
+    else:
+        ids = (
+            f"This replays our own status read {event.event_id}, an id the partner has never "
+            f"seen, although 0Pools sent {instead.event_id} for the same status. "
+            f"A fresh timestamp, {signed}."
+        )
     what = [
         f"Re-deliver {event.type} {event.event_id} to {event.partner_id}"
         + (f" at {host_of(endpoint.url)}." if endpoint else ", which has no webhook endpoint yet."),
-        "Same event id (the partner dedupes), a fresh timestamp, signed with "
-        f"{secrets} current signing secret{'s' if secrets != 1 else ''}.",
+        ids,
         f"Previous delivery attempts: {previous or 'none recorded'}. This one is recorded too.",
         "Only the allowlisted event body is sent.",
     ]
@@ -150,7 +164,7 @@ def replay_event(request, event_id):
         order=event.order,
         current=services.event_version(event),
         what=what,
-        template_context={"event": event, "problems": problems},
+        template_context={"event": event, "problems": problems, "instead": instead},
     )
 
 

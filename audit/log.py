@@ -4,6 +4,10 @@ from accounts.roles import role_of
 
 from .models import Entry
 
+# The actor name of what the beat does on its own (no user): the scheduled
+# re-poll of stuck trades.
+SCHEDULE = "schedule"
+
 
 def record(
     *,

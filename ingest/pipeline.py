@@ -46,6 +46,7 @@ from .upserts import (
     upsert_partners,
     upsert_pools,
     upsert_quotes,
+    widen_activity,
 )
 
 
@@ -192,6 +193,10 @@ class _Batch:
     partners: set = field(default_factory=set)
     pools: set = field(default_factory=set)
     orders: dict = field(default_factory=dict)  # see upserts.touch_order
+    # Orders named only by status reads: no activity unless a read records a
+    # status (``polls``, checked once the state machine has run).
+    read_orders: dict = field(default_factory=dict)
+    polls: list = field(default_factory=list)  # [(pk, Envelope)]
     quotes: dict = field(default_factory=dict)  # see upserts.merge_quote
     trades: dict = field(default_factory=dict)  # transact id -> [(pk, source, Envelope)]
     ledger: list = field(default_factory=list)  # [(Envelope, data)]
@@ -208,6 +213,10 @@ def _gather(events):
         if envelope.object == "quote":
             touch_order(batch.orders, envelope)
             merge_quote(batch.quotes, envelope)
+        elif envelope.object == "trade" and source == WebhookEvent.Source.POLL:
+            touch_order(batch.read_orders, envelope)
+            batch.polls.append((pk, envelope))
+            batch.trades.setdefault(data["transactId"], []).append((pk, source, envelope))
         elif envelope.object == "trade":
             touch_order(batch.orders, envelope)
             batch.trades.setdefault(data["transactId"], []).append((pk, source, envelope))
@@ -226,8 +235,11 @@ def apply(events):
     partner_pk = upsert_partners(batch.partners)
     pool_pk = upsert_pools(batch.pools)
     order_pk = upsert_orders(batch.orders, partner_pk)
+    read_only = {key: row for key, row in batch.read_orders.items() if key not in order_pk}
+    order_pk |= upsert_orders(read_only, partner_pk, activity=False)
     upsert_quotes(batch.quotes, order_pk, pool_pk)
-    trade_order = apply_trades(batch.trades, order_pk, pool_pk)
+    trade_order, recorded = apply_trades(batch.trades, order_pk, pool_pk)
+    _polls_are_activity(batch.polls, recorded, order_pk)
     insert_ledger(batch.ledger, partner_pk, pool_pk)
     insert_deliveries(batch.deliveries, partner_pk)
 
@@ -235,6 +247,17 @@ def apply(events):
     _mark_processed(placed)
     index_identifiers(placed)
     link_late_arrivals(list(batch.trades), known)
+
+
+def _polls_are_activity(polls, recorded, order_pk):
+    """A status read is activity only when it recorded a status (applied,
+    late or overriding): one that found what we knew already leaves the
+    order where it was in the orders list."""
+    active = {}
+    for pk, envelope in polls:
+        if pk in recorded:
+            touch_order(active, envelope)
+    widen_activity(active, order_pk)
 
 
 EVENT_PROCESSED = Update(

@@ -82,10 +82,12 @@ def apply_trades(trades, order_pk, pool_pk):
     order the events were stored. New trades are inserted with an empty
     status first so that every trade of the batch can then be locked
     (``FOR UPDATE``, in id order so two workers never deadlock) and moved
-    from the status it really has. Returns {transact id: order pk}.
+    from the status it really has. Returns {transact id: order pk} and the
+    pks of the events that recorded a status (a ``StatusChange``); an
+    observation of the status the trade already has records nothing.
     """
     if not trades:
-        return {}
+        return {}, set()
     ids = sorted(trades)
     static = {}
     for transact_id in ids:
@@ -172,7 +174,8 @@ def apply_trades(trades, order_pk, pool_pk):
             """).format(table=STATUS_CHANGE_INSERT.table, columns=STATUS_CHANGE_INSERT.names),
             [list(col) for col in zip(*changes, strict=True)],
         )
-    return {tid: static[tid][0] for tid in ids}
+    recorded = {change[6] for change in changes}  # STATUS_CHANGE_INSERT's event_id
+    return {tid: static[tid][0] for tid in ids}, recorded
 
 
 def _observed_at(envelope):

@@ -4,6 +4,11 @@ Each writer takes the whole batch in one statement per table; the two
 gathering helpers fold a batch's events into one row per order and quote
 first. Orders and quotes are upserted (a later event can add to them); ledger
 entries and delivery attempts are inserted once and never changed.
+
+An order's ``last_activity_at`` (the orders list sorts on it) moves with
+every quote and trade event 0Pools sends, but with a status read of ours
+only when the read recorded a status: the beat re-polls stuck trades every
+few minutes, and a read that finds what we knew already is not activity.
 """
 
 from collections import defaultdict
@@ -41,6 +46,9 @@ ORDER_WIDEN = Update(
         ("last_activity_at", "GREATEST(o.last_activity_at, EXCLUDED.last_activity_at)"),
     ),
 )
+# An order only status reads named: known, but no activity (see ``widen_activity``).
+ORDER_SEEN = Update(Order, (("first_seen_at", "LEAST(o.first_seen_at, EXCLUDED.first_seen_at)"),))
+ORDER_ACTIVE = Update(Order, (("last_activity_at", "GREATEST(o.last_activity_at, u.at)"),))
 QUOTE_INSERT = Insert(
     Quote,
     (
@@ -191,8 +199,12 @@ def _pks(model, column, values):
     )
 
 
-def upsert_orders(orders, partner_pk):
-    """Insert or widen the batch's orders (see ``touch_order``); return {(partner id, ref): pk}."""
+def upsert_orders(orders, partner_pk, *, activity=True):
+    """Insert or widen the batch's orders (see ``touch_order``); return {(partner id, ref): pk}.
+
+    ``activity=False`` (orders named only by status reads) inserts an order
+    not seen yet but leaves a known one's ``last_activity_at`` alone.
+    """
     if not orders:
         return {}
     keys = sorted(orders)
@@ -203,7 +215,11 @@ def upsert_orders(orders, partner_pk):
                              %b::timestamptz[], %b::timestamptz[])
         ON CONFLICT (partner_id, partner_reference) DO UPDATE SET {widen}
         RETURNING id, partner_id, partner_reference
-        """).format(table=ORDER_INSERT.table, columns=ORDER_INSERT.names, widen=ORDER_WIDEN.set),
+        """).format(
+            table=ORDER_INSERT.table,
+            columns=ORDER_INSERT.names,
+            widen=(ORDER_WIDEN if activity else ORDER_SEEN).set,
+        ),
         [
             [partner_pk[p] for p, _ in keys],
             [r for _, r in keys],
@@ -214,6 +230,22 @@ def upsert_orders(orders, partner_pk):
     )
     partner_of = {pk: public for public, pk in partner_pk.items()}
     return {(partner_of[partner], ref): pk for pk, partner, ref in rows}
+
+
+def widen_activity(orders, order_pk):
+    """Move ``last_activity_at`` of the orders ``touch_order`` gathered in
+    ``orders`` (known ones, see ``order_pk``) up to their last time."""
+    if not orders:
+        return
+    keys = sorted(orders)
+    execute(
+        SQL("""
+        UPDATE {table} o SET {active}
+          FROM unnest(%b::bigint[], %b::timestamptz[]) AS u(id, at)
+         WHERE o.id = u.id
+        """).format(table=ORDER_ACTIVE.table, active=ORDER_ACTIVE.set),
+        [[order_pk[key] for key in keys], [orders[key][2] for key in keys]],
+    )
 
 
 def upsert_quotes(quotes, order_pk, pool_pk):

@@ -16,6 +16,7 @@ from django.db.models import (
     F,
     OuterRef,
     Q,
+    Subquery,
     Value,
 )
 from django.utils import timezone
@@ -111,14 +112,20 @@ def age_histogram(queryset, now=None):
 def last_polls(transact_ids):
     """transact_id -> its newest status read (a ``poll`` event), one query.
 
-    DISTINCT ON walks ``event_subject_time_idx`` (subject_id, created_at).
+    A stuck trade gathers a read every few minutes, all kept: per trade, a
+    LIMIT 1 subquery walks ``event_subject_time_idx`` (subject_id,
+    created_at) backwards and stops at the newest read, instead of sorting
+    every read of every trade of the page (DISTINCT ON).
     """
-    polls = (
-        WebhookEvent.objects.filter(source=WebhookEvent.Source.POLL, subject_id__in=transact_ids)
-        .order_by("subject_id", "-created_at", "-id")
-        .distinct("subject_id")
-        .only("subject_id", "type", "created_at")
+    newest = (
+        WebhookEvent.objects.filter(
+            source=WebhookEvent.Source.POLL, subject_id=OuterRef("transact_id")
+        )
+        .order_by("-created_at", "-id")
+        .values("pk")[:1]
     )
+    pks = Trade.objects.filter(transact_id__in=transact_ids).values(newest=Subquery(newest))
+    polls = WebhookEvent.objects.filter(pk__in=pks).only("subject_id", "type", "created_at")
     return {event.subject_id: event for event in polls}
 
 

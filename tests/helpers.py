@@ -1,11 +1,15 @@
 import io
+import itertools
 import os
 import time
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 from django.conf import settings
 from django.core.management import call_command
+
+_keys = itertools.count(1)
 
 
 def ndjson(*envelopes):
@@ -50,3 +54,32 @@ def wait_for(condition, timeout=20):
             return True
         time.sleep(0.05)
     return False
+
+
+def upstream_still_says_reserved(upstream, transact_id):
+    """0Pools' status API answers ``reserved`` for the trade, as it did when it was made."""
+    truth = httpx.get(f"{upstream.url}/_sandbox/trades/{transact_id}").json()
+    history = [step for step in truth["statusHistory"] if step["status"] == "reserved"][:1]
+    truth |= {"status": "reserved", "statusHistory": history, "updatedAt": history[0]["at"]}
+    httpx.post(f"{upstream.url}/_sandbox/trades/{transact_id}", json=truth).raise_for_status()
+
+
+def the_beat_repolls(transact_id):
+    """What ``queues.tasks.repoll_stuck_trades`` does for one stuck trade."""
+    from accounts.permissions import Action
+    from actions import services
+    from actions.models import Run
+
+    run = Run.objects.create(
+        key=f"schedule-test-{next(_keys)}",
+        user=None,
+        action=Action.BULK_REPOLL,
+        target="1 stuck trades (scheduled)",
+        reason="scheduled re-poll of trades stuck past their pool SLA",
+        params={"targets": [transact_id], "scheduled": True},
+        total=1,
+        state=Run.State.RUNNING,
+    )
+    services.carry_out(run)
+    run.refresh_from_db()
+    assert (run.done, run.failed) == (1, 0)

@@ -215,3 +215,35 @@ def test_every_page_fits_the_screen_for_every_role(
         page.screenshot(path=str(ARTIFACTS / f"timeline-{width}.png"), full_page=True)
 
     assert too_wide == {}
+
+
+def test_a_stuck_orders_timeline_after_hours_of_re_polls_reads_as_one_line(
+    page, live_server, network, upstream, support_user
+):
+    from datetime import timedelta
+
+    import time_machine
+    from django.utils import timezone
+
+    from records.models import Trade
+    from tests.helpers import the_beat_repolls, upstream_still_says_reserved
+
+    stuck = Trade.objects.select_related("order__partner").get(
+        order__partner_reference="scn_stuck_reserved"
+    )
+    upstream_still_says_reserved(upstream, stuck.transact_id)
+    start = (timezone.now() - timedelta(hours=4)).replace(microsecond=0)
+    for n in range(40):  # the beat, every 5 minutes for 3 h 20 min
+        with time_machine.travel(start + timedelta(minutes=5 * n)):
+            the_beat_repolls(stuck.transact_id)
+    sign_in(page, live_server, support_user)
+
+    page.goto(f"{live_server.url}{stuck.order.get_absolute_url()}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "timeline-after-polls.png"), full_page=True)
+
+    lines = page.locator("#timeline-items li.kind-polls")
+    assert lines.count() == 1
+    assert "Polled 40 times" in lines.first.inner_text()
+    assert lines.locator("a.replay-link").count() == 0
+    assert page.locator("#timeline-items li.kind-action").count() == 0

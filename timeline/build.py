@@ -12,15 +12,17 @@ summary in ``summary``; this module queries and merges.
 
 from dataclasses import dataclass
 
+from django.db.models import IntegerField, Q, Value
 from django.utils import timezone
 
+from audit import log as audit
 from audit.models import Entry
 from lib.formats import amount_json, rfc3339_or_none
 from records import states
 from records.models import DeliveryAttempt, LedgerEntry, Quote, StatusChange, Trade, WebhookEvent
 
 from .flags import consistency_flags
-from .items import action_items, event_items
+from .items import action_items, event_items, fold_polls
 from .summary import clocks, support_summary
 
 # A timeline longer than this shows its newest items and says so.
@@ -92,12 +94,13 @@ def build(order, *, now=None):
     # quotes: records_quote.order_id (FK index)
     quotes = list(Quote.objects.filter(order=order).order_by("created_at", "id"))
     transact_ids = [t.transact_id for t in trades]
-    # event_order_time_idx (order_id, created_at)
-    events = list(
-        WebhookEvent.objects.filter(order=order).order_by("-created_at", "-id")[: MAX_EVENTS + 1]
-    )
-    truncated = len(events) > MAX_EVENTS
-    events = events[:MAX_EVENTS]
+    # event_order_time_idx (order_id, created_at), newest first, in one
+    # statement: the events 0Pools sent and our status reads each under
+    # their own cap, so that days of scheduled re-polls never push the
+    # quote, the trade's first status or the ledger off the timeline.
+    ours = Q(source=WebhookEvent.Source.POLL)
+    events = WebhookEvent.objects.filter(order=order).order_by("-created_at", "-id")
+    events, events_cut = _capped(_newest_event, events.exclude(ours), events.filter(ours))
     # status_trade_time_idx (trade_id, upstream_at, id)
     changes = list(
         StatusChange.objects.filter(trade__order=order)
@@ -115,12 +118,19 @@ def build(order, *, now=None):
         )
     )
 
-    # audit_order_idx (order_id, at)
-    actions = list(Entry.objects.filter(order=order).order_by("at", "id")[:MAX_EVENTS])
+    # audit_order_idx (order_id, at), newest first, in one statement: what
+    # people did and what the schedule did (a re-poll every few minutes)
+    # each under their own cap.
+    scheduled = Q(actor__isnull=True, actor_name=audit.SCHEDULE)
+    actions = Entry.objects.filter(order=order).order_by("-at", "-id")
+    actions, actions_cut = _capped(
+        _newest_entry, actions.exclude(scheduled), actions.filter(scheduled)
+    )
 
     trade = trades[-1] if trades else None
     items = event_items(events, changes, ledger, deliveries) + action_items(actions)
     items.sort(key=lambda i: (i.at, KIND_RANK[i.kind], i.tiebreak))
+    items = fold_polls(items)
     flags = consistency_flags(trades, changes, ledger, deliveries, events, now)
     return Timeline(
         order=order,
@@ -131,5 +141,29 @@ def build(order, *, now=None):
         flags=flags,
         clocks=clocks(trade, quotes, events, now),
         summary=support_summary(order, trade, quotes),
-        truncated=truncated,
+        truncated=events_cut or actions_cut,
     )
+
+
+def _newest_event(event):
+    return (event.created_at, event.pk)
+
+
+def _newest_entry(entry):
+    return (entry.at, entry.pk)
+
+
+def _capped(newest, *querysets):
+    """The newest ``MAX_EVENTS`` rows of each queryset, read in one UNION ALL,
+    and whether any of them had more. ``newest`` is the rows' sort key."""
+    branches = [
+        qs.annotate(branch=Value(n, IntegerField()))[: MAX_EVENTS + 1]
+        for n, qs in enumerate(querysets)
+    ]
+    rows = sorted(branches[0].union(*branches[1:], all=True), key=newest, reverse=True)
+    kept, cut = [], False
+    for n in range(len(querysets)):
+        mine = [row for row in rows if row.branch == n]
+        kept += mine[:MAX_EVENTS]
+        cut = cut or len(mine) > MAX_EVENTS
+    return kept, cut

@@ -2,22 +2,28 @@
 
 Received events (quotes, status changes, ledger postings), delivery attempts
 to the partner and the support actions of the audit log all become items of
-the same shape, which ``build`` merges into one history.
+the same shape, which ``build`` merges into one history; ``fold_polls`` then
+folds each run of re-polls that found nothing new into one line.
 """
 
+from bisect import bisect_right
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import orjson
 
 from accounts.permissions import Action
+from audit import log as audit
 from audit.models import Entry
-from lib.formats import rfc3339_or_none
+from lib.formats import rfc3339_or_none, utc_text
 from records import states
 from records.models import DeliveryAttempt, WebhookEvent
 
 # A webhook received this long after it happened upstream is shown as late.
 LATE_AFTER = timedelta(minutes=5)
+# Items that are a stored event of their own, which can be sent to the partner again.
+REPLAYABLE_KINDS = frozenset({"quote", "status", "ledger", "event"})
 
 
 @dataclass
@@ -35,6 +41,17 @@ class Item:
     source: str = ""
     flag: str = ""  # a move's outcome, a failed delivery, an expired quote, an action not ok
     tiebreak: int = 0
+    # (transact id, status) of a re-poll that found nothing new: its stored
+    # answer, or its audit entry; ``folds`` when it goes into a folded line
+    # (the answers and the schedule's entries). See ``fold_polls``.
+    repoll: tuple = ()
+    folds: bool = False
+    # A folded line: how many re-polls, the first and the last (JSON values).
+    folded: dict | None = None
+
+    @property
+    def replayable(self):
+        return self.kind in REPLAYABLE_KINDS and "event" in self.ids
 
     @property
     def learned_late(self):
@@ -55,6 +72,7 @@ class Item:
             "learnedAt": rfc3339_or_none(self.learned_at),
             "source": self.source or None,
             "flag": self.flag or None,
+            "folded": self.folded,
         }
 
 
@@ -141,12 +159,15 @@ def _trade_item(event, data, change, ids, provenance, received):
     if data.get("requestId"):
         ids["request"] = data["requestId"]
     if change is None:
+        quiet = event.source == WebhookEvent.Source.POLL
         return Item(
             at=event.created_at,
             kind="event",
             title=f"{event.type} again: no change (already {data['status']})",
             detail=provenance,
             ids=ids,
+            repoll=(data["transactId"], data["status"]) if quiet else (),
+            folds=quiet,
             **received,
         )
     outcome = change.outcome
@@ -226,9 +247,133 @@ def action_items(entries):
                 ids={"audit": entry.pk, "target": entry.target},
                 flag="" if entry.result == Entry.Result.OK else entry.result,
                 tiebreak=entry.pk,
+                repoll=(entry.target, entry.after_status) if _quiet_repoll(entry) else (),
+                # A person's re-poll stays its own item: who asked, and why.
+                folds=_quiet_repoll(entry) and _by_schedule(entry),
             )
         )
     return items
+
+
+def _quiet_repoll(entry):
+    """A re-poll that found what we knew already."""
+    return (
+        entry.action == Action.TRADE_REPOLL
+        and entry.result == Entry.Result.OK
+        and entry.before_status == entry.after_status
+    )
+
+
+def _by_schedule(entry):
+    return entry.actor_id is None and entry.actor_name == audit.SCHEDULE
+
+
+def fold_polls(items):
+    """Each run of consecutive re-polls of a trade that found nothing new, as
+    one line: the stored answers, with the schedule's audit entries of them.
+
+    ``items`` are in timeline order. Anything else between two answers (a
+    status move, a delivery, a claim, a person's re-poll) ends the run, so
+    the line sits where the polls happened, at the time of its last answer.
+    Each re-poll is one thing: the schedule's entry is counted with its
+    answer, and a person's entry (its own item) carries its answer.
+    """
+    hidden, scheduled = _pairs(items)
+    folded, run = [], []
+    for item in items:
+        if id(item) in hidden:
+            continue
+        if run and not (item.folds and item.repoll == run[0].repoll):
+            folded.append(_poll_line(run, scheduled))
+            run = []
+        if item.folds:
+            run.append(item)
+        else:
+            folded.append(item)
+    if run:
+        folded.append(_poll_line(run, scheduled))
+    return folded
+
+
+def _pairs(items):
+    """Pair each quiet re-poll entry with its stored answer: the newest answer
+    of that trade learned before the entry (the answer is stored in the
+    transaction that then writes the entry, wherever a move 0Pools dated
+    between the two puts them on the timeline).
+
+    Returns the ``id()`` of the items a pair hides (the schedule's entries,
+    the answers of a person's re-poll) and of the answers the schedule's
+    entries went with.
+    """
+    answers = defaultdict(list)
+    for item in items:
+        if item.repoll and item.kind == "event":
+            answers[item.repoll].append(item)
+    learned = {}
+    for repoll, same in answers.items():
+        same.sort(key=lambda answer: answer.learned_at)
+        learned[repoll] = [answer.learned_at for answer in same]
+    hidden, scheduled, taken = set(), set(), set()
+    for item in items:
+        if not (item.repoll and item.kind == "action" and item.repoll in answers):
+            continue
+        n = bisect_right(learned[item.repoll], item.at)
+        answer = answers[item.repoll][n - 1] if n else None
+        if answer is None or id(answer) in taken:
+            continue
+        taken.add(id(answer))
+        if item.folds:
+            hidden.add(id(item))
+            scheduled.add(id(answer))
+        else:
+            hidden.add(id(answer))
+    return hidden, scheduled
+
+
+def _poll_line(run, scheduled_answers):
+    """One line for ``run``: answers, and the schedule's entries whose answer
+    is not among the items (past the cap)."""
+    transact_id, status = run[0].repoll
+    answers = [item for item in run if item.kind == "event"]
+    scheduled = len(run) - len(answers)
+    scheduled += sum(1 for answer in answers if id(answer) in scheduled_answers)
+    count = len(answers) or scheduled
+    first, last = (answers or run)[0].at, (answers or run)[-1].at
+    if count == 1:
+        title = f"Polled once at {utc_text(last)}: no change, {transact_id} still {status}"
+    else:
+        title = (
+            f"Polled {count} times, last at {utc_text(last)}: "
+            f"no change, {transact_id} still {status}"
+        )
+    details = []
+    if count > 1:
+        details.append(f"first at {utc_text(first)}")
+    if scheduled == count:
+        details.append("by the schedule" if count == 1 else "all by the schedule")
+    elif scheduled:
+        details.append(f"{scheduled} by the schedule")
+    ids = {"trade": transact_id}
+    if answers:
+        ids["lastPoll"] = answers[-1].ids["event"]
+        kept = "the answer is kept" if count == 1 else "each answer is kept, the newest"
+        details.append(f"{kept}: {ids['lastPoll']}")
+    detail = "; ".join(details)
+    return Item(
+        at=last,
+        kind="polls",
+        title=title,
+        detail=detail[:1].upper() + detail[1:] + "." if detail else "",
+        ids=ids,
+        source="poll",
+        tiebreak=run[-1].tiebreak,
+        folded={
+            "count": count,
+            "scheduled": scheduled,
+            "firstAt": rfc3339_or_none(first),
+            "lastAt": rfc3339_or_none(last),
+        },
+    )
 
 
 def _action_title(name):
