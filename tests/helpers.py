@@ -3,6 +3,7 @@ import os
 import time
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 from django.conf import settings
 from django.core.management import call_command
@@ -50,3 +51,8 @@ def wait_for(condition, timeout=20):
             return True
         time.sleep(0.05)
     return False
+
+
+def received(upstream, partner="ptn_acme"):
+    """What the sandbox partner receiver got (the ``upstream`` fixture's), oldest first."""
+    return httpx.get(f"{upstream.url}/_sandbox/received", params={"partner": partner}).json()
