@@ -14,5 +14,6 @@ urlpatterns = [
     path("", include("browse.urls")),
     path("", include("actions.urls")),
     path("", include("queues.urls")),
+    path("", include("deliveries.urls")),
     path("", include("audit.urls")),
 ]

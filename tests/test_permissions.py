@@ -65,6 +65,8 @@ PAGES = [
     "/trades/pt_live_abc123/replay-latest",
     "/events/evt_abc123/replay",
     "/pools/EUR-USDT/sla",
+    "/deliveries/",
+    "/deliveries/?partner=ptn_acme",
 ]
 POSTS = [
     "/trades/pt_live_abc123/repoll",

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+app_name = "deliveries"
+urlpatterns = [
+    path("deliveries/", views.health_page, name="health"),
+]

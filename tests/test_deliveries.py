@@ -1,0 +1,237 @@
+"""Delivery health (``/deliveries/``)."""
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lib.formats import rfc3339
+from partners.services import rotate_secret, set_endpoint
+from records.models import Partner
+from tests import envelopes
+from tests.helpers import import_events
+
+pytestmark = pytest.mark.django_db
+
+HEALTH = "/deliveries/"
+RECOVER = "/deliveries/recover"
+
+# The moment the fixture's windows end at; every attempt is placed before it.
+AT = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+M, H = timedelta(minutes=1), timedelta(hours=1)
+
+
+def iso(moment):
+    return rfc3339(moment)
+
+
+def event(n, partner="ptn_acme", status="settled"):
+    """A trade event ``evt_dlv<n>`` of its own order ``dlv_<n>``."""
+    return envelopes.trade(
+        status,
+        transact_id=f"pt_live_DLV{n}",
+        reference=f"dlv_{n}",
+        partner=partner,
+        event_id=f"evt_dlv{n}",
+    )
+
+
+def tried(n, ago, outcome, *, partner="ptn_acme", duration_ms=100, status=None, attempt=1):
+    return envelopes.delivery(
+        f"evt_dlv{n}",
+        attempt=attempt,
+        outcome=outcome,
+        partner=partner,
+        at=iso(AT - ago),
+        duration_ms=duration_ms,
+        status=status,
+    )
+
+
+@pytest.fixture
+def deliveries(tmp_path):
+    """Two partners' deliveries up to ``AT``.
+
+    ptn_acme: evt_dlv1 failed then got through; evt_dlv2 failed twice;
+    evt_dlv3 failed, got through, then failed again; evt_dlv4 failed more
+    than a day ago. ptn_globex: two deliveries, both through.
+    """
+    import_events(
+        tmp_path,
+        *[event(n) for n in (1, 2, 3, 4)],
+        *[event(n, partner="ptn_globex") for n in (5, 6)],
+        tried(1, 30 * M, "failed", duration_ms=100, status=503),
+        tried(1, 20 * M, "succeeded", duration_ms=200, attempt=2),
+        tried(2, 50 * M, "failed", duration_ms=300),
+        tried(2, 40 * M, "failed", duration_ms=400, status=502, attempt=2),
+        tried(3, 3 * H, "failed", duration_ms=1000),
+        tried(3, 2 * H + 50 * M, "succeeded", duration_ms=1000, attempt=2),
+        tried(3, 10 * M, "failed", duration_ms=500, status=404, attempt=3),
+        tried(4, 26 * H, "failed", duration_ms=9000),
+        tried(5, 5 * M, "succeeded", partner="ptn_globex", duration_ms=300),
+        tried(6, 2 * H, "succeeded", partner="ptn_globex", duration_ms=700),
+    )
+
+
+def at(url, moment=AT):
+    return f"{url}{'&' if '?' in url else '?'}at={iso(moment)}"
+
+
+def row_of(response, partner_id):
+    return next(r for r in response.context["rows"] if r["partner"].partner_id == partner_id)
+
+
+def drawn_hours(page, partner_id):
+    """{hours ago: (succeeded, failed)} as drawn in the partner's chart."""
+    body = re.search(rf'data-partner="{partner_id}".*?</tr>', page, re.S).group(0)
+    return {
+        int(ago): (int(ok), int(failed))
+        for ago, ok, failed in re.findall(
+            r'data-ago="(\d+)" data-succeeded="(\d+)" data-failed="(\d+)"', body
+        )
+    }
+
+
+# --- delivery health ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["support", "ops", "admin"])
+def test_every_role_reads_delivery_health(request, role, deliveries):
+    client = request.getfixturevalue(role)
+
+    assert client.get(at(HEALTH)).status_code == 200
+    assert client.get(at(f"{HEALTH}?partner=ptn_acme")).status_code == 200
+
+
+def test_the_overview_counts_each_partner_s_last_hour_and_day(support, deliveries):
+    response = support.get(at(HEALTH))
+
+    acme, globex = row_of(response, "ptn_acme"), row_of(response, "ptn_globex")
+    # The last hour: dlv1 twice, dlv2 twice, dlv3's third try; the day adds
+    # dlv3's first two; dlv4 is older than a day.
+    assert (acme["hour"].attempts, acme["hour"].succeeded) == (5, 1)
+    assert (acme["day"].attempts, acme["day"].succeeded) == (7, 2)
+    assert (globex["hour"].attempts, globex["hour"].succeeded) == (1, 1)
+    assert (globex["day"].attempts, globex["day"].succeeded) == (2, 2)
+    page = response.content.decode()
+    assert 'data-window="Last hour" data-attempts="5" data-succeeded="1">' in page
+    assert "20.0 %</span> of 5" in page
+    assert "100.0 %</span> of 2" in page
+
+
+def test_latency_is_the_median_and_95th_percentile_of_the_durations(support, deliveries):
+    response = support.get(at(HEALTH))
+
+    hour = row_of(response, "ptn_acme")["hour"]
+    # 100, 200, 300, 400, 500 ms: the median, and 95 % of the way from the
+    # 4th to the 5th (PERCENTILE_CONT interpolates).
+    assert (hour.p50, hour.p95) == (300, 480)
+    assert "p50 300 ms · p95 480 ms" in response.content.decode()
+
+
+def test_each_partner_s_chart_draws_its_attempts_per_hour(support, deliveries):
+    page = support.get(at(HEALTH)).content.decode()
+
+    # Hour k holds (AT - (k+1) h, AT - k h]: three hours before AT is hour 3.
+    assert drawn_hours(page, "ptn_acme") == {0: (1, 4), 2: (1, 0), 3: (0, 1)}
+    assert drawn_hours(page, "ptn_globex") == {0: (1, 0), 2: (1, 0)}
+    assert "<title>" in page and "style=" not in page
+
+
+def test_a_partner_s_failing_events_are_listed_newest_failure_first_with_their_timelines(
+    support, deliveries
+):
+    response = support.get(at(f"{HEALTH}?partner=ptn_acme"))
+
+    shown = [
+        (e["event_id"], e["failing_since"], e["failures"])
+        for e in response.context["failing_events"]
+    ]
+    assert shown == [
+        ("evt_dlv3", AT - 10 * M, 1),  # failing again since its success
+        ("evt_dlv2", AT - 50 * M, 2),
+        ("evt_dlv4", AT - 26 * H, 1),  # failing however old
+    ]
+    page = response.content.decode()
+    assert '<a href="/orders/ptn_acme/dlv_3/">evt_dlv3</a>' in page
+    assert "evt_dlv1" not in page  # its latest attempt got through
+    assert "<td>404</td>" in page and "<td>0Pools</td>" in page
+    assert response.context["row"]["failing"].events == 3
+
+
+def test_the_endpoint_is_shown_by_its_host_only(support, deliveries):
+    partner = Partner.objects.get(partner_id="ptn_acme")
+    set_endpoint(partner, "https://hooks.acme.example/0pools/in?token=s3cr3t")
+    secret = rotate_secret(partner)
+
+    for url in (HEALTH, f"{HEALTH}?partner=ptn_acme"):
+        page = support.get(at(url)).content.decode()
+        assert "<code>hooks.acme.example</code>" in page
+        assert "s3cr3t" not in page and "/0pools/in" not in page and secret not in page
+
+
+def test_a_partner_without_an_endpoint_says_replays_fail(support, deliveries):
+    page = support.get(at(f"{HEALTH}?partner=ptn_globex")).content.decode()
+
+    assert "no webhook endpoint set" in page
+    assert 'id="no-failing"' in page
+
+
+def test_the_windows_end_now_and_a_quiet_page_links_to_its_newest_attempt(support, deliveries):
+    response = support.get(HEALTH)
+
+    assert response.context["chosen"] is None
+    assert all(row["day"].attempts == 0 for row in response.context["rows"])
+    page = response.content.decode()
+    assert 'id="quiet"' in page
+    link = re.search(r'<a href="([^"]+)" id="newest-link">', page).group(1)
+    assert link == "/deliveries/?at=2026-11-20T11%3A55%3A00Z"  # globex, 5 minutes before AT
+
+    then = support.get(link)
+    assert row_of(then, "ptn_globex")["hour"].attempts == 1
+    assert 'id="quiet"' not in then.content.decode()
+
+
+def test_attempts_of_the_last_hour_count_against_the_real_clock(support, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    import_events(
+        tmp_path,
+        event(7),
+        envelopes.delivery("evt_dlv7", outcome="failed", at=iso(now - 10 * M)),
+    )
+
+    response = support.get(HEALTH)
+
+    acme = row_of(response, "ptn_acme")
+    assert (acme["hour"].attempts, acme["hour"].failed) == (1, 1)
+    assert 'id="quiet"' not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["at=yesterday", "at=2999-01-01T00:00:00Z", "partner=ACME", "partner=ptn_acme&at=2026-13-01"],
+)
+def test_a_question_the_page_cannot_read_is_400_with_no_figures(support, deliveries, query):
+    response = support.get(f"{HEALTH}?{query}")
+
+    assert response.status_code == 400
+    assert "rows" not in response.context
+    assert 'id="form-errors"' in response.content.decode()
+
+
+def test_an_unknown_partner_is_404(support, deliveries):
+    assert support.get(f"{HEALTH}?partner=ptn_nobody").status_code == 404
+
+
+@pytest.mark.parametrize(("url", "queries"), [(HEALTH, 10), (f"{HEALTH}?partner=ptn_acme", 12)])
+def test_the_health_page_runs_a_fixed_number_of_queries(
+    ops, deliveries, url, queries, django_assert_max_num_queries
+):
+    # session, user, groups; partners (with newest attempt and failing
+    # state), the windows, the hourly chart, the failing counts; a
+    # partner's page adds its failing events and their stored events; then
+    # the session's idle-timeout save (savepoint, update, release).
+    with django_assert_max_num_queries(queries):
+        response = ops.get(at(url))
+    assert response.status_code == 200
+    assert response.context["rows"][0]["day"].attempts
