@@ -1,4 +1,4 @@
-"""Delivery health (``/deliveries/``)."""
+"""Delivery health (``/deliveries/``) and the landing page's failing partners."""
 
 import re
 from datetime import UTC, datetime, timedelta
@@ -235,3 +235,59 @@ def test_the_health_page_runs_a_fixed_number_of_queries(
         response = ops.get(at(url))
     assert response.status_code == 200
     assert response.context["rows"][0]["day"].attempts
+
+
+# --- the landing page ----------------------------------------------------------------
+
+
+def failures_in_a_row(partner, count, start=10):
+    return [event(n, partner=partner) for n in range(start, start + count)] + [
+        tried(n, (start + count - n) * M, "failed", partner=partner)
+        for n in range(start, start + count)
+    ]
+
+
+def test_the_landing_page_lists_partners_whose_last_attempts_all_failed(support, tmp_path):
+    import_events(
+        tmp_path,
+        *failures_in_a_row("ptn_acme", 5),
+        event(20, partner="ptn_globex"),
+        tried(20, 30 * M, "succeeded", partner="ptn_globex"),
+        *failures_in_a_row("ptn_globex", 4, start=21),  # one short of a run
+        *failures_in_a_row("ptn_initech", 1, start=30),  # never got through
+    )
+
+    response = support.get("/")
+
+    assert [p.partner_id for p in response.context["failing_partners"]] == [
+        "ptn_acme",
+        "ptn_initech",
+    ]
+    page = response.content.decode()
+    assert '<a href="/deliveries/?partner=ptn_acme">ptn_acme</a>' in page
+    assert page.index('id="failing-partners"') < page.index("Trades by status")
+    acme = response.context["failing_partners"][0]
+    assert acme.failing_since == AT - 5 * M
+
+
+def test_one_attempt_that_got_through_takes_a_partner_off_the_landing_page(support, tmp_path):
+    import_events(tmp_path, *failures_in_a_row("ptn_acme", 6))
+    assert support.get("/").context["failing_partners"]
+
+    import_events(tmp_path, tried(15, 0 * M, "succeeded", attempt=2))
+
+    response = support.get("/")
+    assert response.context["failing_partners"] == []
+    assert "No partner's deliveries are failing now." in response.content.decode()
+
+
+def test_the_landing_page_runs_a_fixed_number_of_queries(
+    support, tmp_path, django_assert_max_num_queries
+):
+    import_events(tmp_path, *failures_in_a_row("ptn_acme", 5))
+
+    # session, user, groups; newest trade, status mix, unprocessed, refused,
+    # failing partners; the session save (savepoint, update, release).
+    with django_assert_max_num_queries(11):
+        response = support.get("/")
+    assert response.context["failing_partners"]
