@@ -1,15 +1,19 @@
-"""Delivery health (``/deliveries/``) and the landing page's failing partners."""
+"""Delivery health (``/deliveries/``), the landing page's failing partners, and
+recovering a partner's failed deliveries (``/deliveries/recover``)."""
 
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import Client
 
+from actions.models import Run
+from audit.models import Entry
 from lib.formats import rfc3339
 from partners.services import rotate_secret, set_endpoint
-from records.models import Partner
+from records.models import DeliveryAttempt, Partner, WebhookEvent
 from tests import envelopes
-from tests.helpers import import_events
+from tests.helpers import import_events, received, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -291,3 +295,238 @@ def test_the_landing_page_runs_a_fixed_number_of_queries(
     with django_assert_max_num_queries(11):
         response = support.get("/")
     assert response.context["failing_partners"]
+
+
+# --- recovery: dry run and confirm ---------------------------------------------------
+
+
+def dry_run(client, partner="ptn_acme", since=AT - H, until=None):
+    query = {"partner": partner, "since": iso(since)}
+    if until:
+        query["until"] = iso(until)
+    return client.get(RECOVER, query)
+
+
+def confirm_data(response, reason="ticket OPS-77: acme endpoint down 11:00-11:50"):
+    form = response.context["form"]
+    data = dict(response.context["params"])
+    return data | {"key": form["key"].value(), "drawn": form["drawn"].value(), "reason": reason}
+
+
+def sample(response):
+    return [row["event_id"] for row in response.context["sample"]]
+
+
+def test_the_dry_run_counts_and_lists_events_failing_since_the_time(ops, deliveries):
+    response = dry_run(ops)
+
+    assert response.status_code == 200
+    # dlv2 started failing 50 minutes before AT, dlv3 again 10 minutes
+    # before; dlv4 long before the hour; dlv1 got through.
+    assert response.context["count"] == 2
+    assert sample(response) == ["evt_dlv2", "evt_dlv3"]  # oldest failure first
+    page = response.content.decode()
+    assert '<span id="dry-run-count">2</span>' in page
+    assert 'id="confirm-button"' in page
+    assert not Run.objects.exists()
+
+
+def test_until_bounds_when_the_failing_started(ops, deliveries):
+    response = dry_run(ops, until=AT - 30 * M)
+
+    assert sample(response) == ["evt_dlv2"]
+
+
+def test_a_since_older_than_every_failure_takes_the_whole_failing_set(ops, deliveries):
+    response = dry_run(ops, since=AT - 30 * H)
+
+    assert sample(response) == ["evt_dlv4", "evt_dlv2", "evt_dlv3"]
+
+
+def test_confirm_makes_one_run_with_exactly_those_targets_and_the_reason(
+    ops, operations_user, deliveries
+):
+    response = ops.post(RECOVER, confirm_data(dry_run(ops)))
+
+    run = Run.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/actions/runs/{run.pk}/"
+    assert (run.action, run.user, run.total, run.state) == (
+        "bulk.recover",
+        operations_user,
+        2,
+        "queued",
+    )
+    assert run.params["targets"] == ["evt_dlv2", "evt_dlv3"]
+    assert run.params["partner"] == "ptn_acme"
+    assert run.params["since"] == "2026-11-20T11:00:00Z"
+    assert run.reason == "ticket OPS-77: acme endpoint down 11:00-11:50"
+    assert run.target == "ptn_acme: 2 failed deliveries since 2026-11-20 11:00:00 UTC"
+
+
+def test_submitting_the_same_confirm_form_twice_makes_one_run(ops, deliveries):
+    data = confirm_data(dry_run(ops))
+
+    first = ops.post(RECOVER, data)
+    second = ops.post(RECOVER, data, follow=True)
+
+    assert Run.objects.count() == 1
+    assert second.redirect_chain[-1][0] == first["Location"]
+    assert "Already submitted" in second.content.decode()
+
+
+def test_support_may_not_recover_and_nothing_is_written(ops, support_user, deliveries):
+    data = confirm_data(dry_run(ops))
+    support = Client()
+    support.force_login(support_user)
+
+    assert dry_run(support).status_code == 403
+    assert support.post(RECOVER, data).status_code == 403
+    assert not Run.objects.exists()
+    assert not Entry.objects.exists()
+    page = support.get(at(f"{HEALTH}?partner=ptn_acme")).content.decode()
+    assert 'id="recover-form"' not in page
+
+
+def test_operations_sees_the_recover_form_starting_at_the_oldest_failure(ops, deliveries):
+    page = ops.get(at(f"{HEALTH}?partner=ptn_acme")).content.decode()
+
+    assert 'id="recover-form"' in page
+    assert 'name="since" id="id_since" required value="2026-11-19T10:00:00"' in page
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda: [event(8), tried(8, 5 * M, "failed")],  # an event started failing
+        lambda: [tried(2, 1 * M, "succeeded", attempt=3)],  # one got through
+    ],
+)
+def test_a_set_that_changed_since_the_dry_run_is_refused_and_audited(
+    ops, deliveries, tmp_path, change
+):
+    data = confirm_data(dry_run(ops))
+    import_events(tmp_path, *change())
+
+    response = ops.post(RECOVER, data)
+
+    assert response.status_code == 409
+    assert "changed since the page was drawn" in response.content.decode()
+    assert not Run.objects.exists()
+    entry = Entry.objects.get()
+    assert (entry.action, entry.result) == ("bulk.recover", "refused")
+    assert entry.detail.startswith("stale page: drawn from 2:")
+    # The page now shows the set as it is, ready to confirm anew.
+    assert response.context["count"] == len(sample(dry_run(ops)))
+    assert response.context["form"]["reason"].value() == data["reason"]
+
+
+def test_a_confirm_without_a_reason_is_400_and_runs_nothing(ops, deliveries):
+    response = ops.post(RECOVER, confirm_data(dry_run(ops), reason=" "))
+
+    assert response.status_code == 400
+    assert "A reason is required" in response.content.decode()
+    assert not Run.objects.exists()
+
+
+def test_an_empty_set_says_so_and_runs_nothing(ops, deliveries):
+    asked = dry_run(ops, partner="ptn_globex")
+
+    assert asked.context["count"] == 0
+    assert 'id="nothing"' in asked.content.decode()
+    assert 'id="confirm-button"' not in asked.content.decode()
+    response = ops.post(RECOVER, confirm_data(asked))
+    assert response.status_code == 409
+    assert "nothing was run" in response.content.decode()
+    assert not Run.objects.exists()
+
+
+def test_a_set_over_the_cap_is_refused_with_its_exact_count(ops, deliveries, monkeypatch):
+    monkeypatch.setattr("deliveries.services.RECOVER_CAP", 2)
+
+    asked = dry_run(ops, since=AT - 30 * H)
+    assert (asked.context["too_many"], asked.context["count"]) == (True, 3)
+    assert 'id="too-many"' in asked.content.decode()
+    assert 'id="confirm-button"' not in asked.content.decode()
+    response = ops.post(RECOVER, confirm_data(asked) | {"drawn": "3:whatever"})
+
+    assert response.status_code == 409
+    assert "More than 2 failed deliveries match" in response.content.decode()
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"partner": "ptn_acme"},  # since when?
+        {"partner": "ptn_acme", "since": "soon"},
+        {"partner": "ptn_acme", "since": "2026-11-20T11:00:00Z", "until": "2026-11-20T10:00Z"},
+        {"partner": "ACME", "since": "2026-11-20T11:00:00Z"},
+        {"partner": "ptn_acme", "since": "2999-01-01T00:00:00Z"},
+    ],
+)
+def test_a_recovery_the_form_cannot_read_is_400(ops, deliveries, query):
+    response = ops.get(RECOVER, query)
+
+    assert response.status_code == 400
+    assert 'id="form-errors"' in response.content.decode()
+
+
+def test_a_recovery_for_an_unknown_partner_is_404(ops, deliveries):
+    assert dry_run(ops, partner="ptn_nobody").status_code == 404
+
+
+def test_a_datetime_local_input_is_read_as_utc(ops, deliveries):
+    response = ops.get(RECOVER, {"partner": "ptn_acme", "since": "2026-11-20T11:00"})
+
+    assert response.context["params"]["since"] == "2026-11-20T11:00:00Z"
+    assert response.context["count"] == 2
+
+
+# --- end to end: the worker replays to the sandbox partner receiver ------------------------
+
+
+def test_a_recovery_redelivers_each_failed_event_and_records_its_attempt(
+    client, operations_user, network, receiving_partner, upstream, worker, tmp_path
+):
+    acme = DeliveryAttempt.objects.filter(partner=receiving_partner)
+    [(told, since)] = acme.failing_events().values_list("event_id", "failing_since")
+    untried = list(
+        WebhookEvent.objects.filter(partner_id="ptn_acme")
+        .exclude(event_id__in=acme.values("event_id"))
+        .order_by("event_id")
+        .values_list("event_id", flat=True)[:3]
+    )
+    # Two more start failing after it, one failed (and still fails) long before.
+    import_events(
+        tmp_path,
+        envelopes.delivery(untried[0], outcome="failed", at=iso(since + H)),
+        envelopes.delivery(untried[1], outcome="failed", at=iso(since + 2 * H), status=503),
+        envelopes.delivery(untried[2], outcome="failed", at=iso(since - 30 * H)),
+    )
+    expected = sorted([told, untried[0], untried[1]])
+    before = len(received(upstream))
+    client.force_login(operations_user)
+
+    asked = dry_run(client, since=since)
+    assert sorted(sample(asked)) == expected
+    response = client.post(RECOVER, confirm_data(asked))
+    run = Run.objects.get()
+    assert response["Location"] == f"/actions/runs/{run.pk}/"
+    assert wait_for(lambda: Run.objects.get(pk=run.pk).finished, timeout=60)
+
+    run.refresh_from_db()
+    assert (run.state, run.done, run.failed) == ("done", 3, 0)
+    got = received(upstream)[before:]
+    assert sorted(r["webhook_id"] for r in got) == expected
+    assert all(r["verified"] for r in got)
+    ours = DeliveryAttempt.objects.filter(reported_by__isnull=True)
+    assert sorted(ours.values_list("event_id", flat=True)) == expected
+    assert set(ours.values_list("outcome", "response_status")) == {("succeeded", 200)}
+    entries = Entry.objects.filter(run_id=run.pk)
+    assert sorted(entries.values_list("target", flat=True)) == expected
+    assert set(entries.values_list("action", "result")) == {("event.replay", "ok")}
+    # Recovered: only the event that failed before ``since`` is failing still.
+    page = client.get(f"{HEALTH}?partner=ptn_acme")
+    assert [e["event_id"] for e in page.context["failing_events"]] == [untried[2]]
+    assert "a panel replay" not in page.content.decode()
