@@ -9,6 +9,7 @@ effect, its audit entry and the run's progress are written in one
 transaction per item. Services never import tasks.
 """
 
+import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -59,6 +60,12 @@ def event_version(event):
 
 def new_key():
     return secrets.token_urlsafe(24)
+
+
+def fingerprint(ids):
+    """What a bulk run's set of ids "was" when its dry run was drawn: its size and a digest."""
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+    return f"{len(ids)}:{digest[:16]}"
 
 
 # --- asking ------------------------------------------------------------------
@@ -362,4 +369,5 @@ STEPS = {
     Action.BULK_REPOLL: repoll,
     Action.EVENT_REPLAY: replay,
     Action.BULK_REPLAY: replay_latest,
+    Action.BULK_RECOVER: replay,
 }

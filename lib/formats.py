@@ -68,3 +68,21 @@ def duration(delta, *, smallest="s"):
         return f"{sign}{hours} h {minutes} min"
     days, hours = divmod(hours, 24)
     return f"{sign}{days} days {hours} h"
+
+
+def percent(value):
+    """``99.5 %`` (one decimal, never rounded up to 100 % while anything failed);
+    "–" for None, where there was nothing to count."""
+    if value is None:
+        return "–"
+    text = f"{value:.1f}"
+    if text == "100.0" and value < 100:
+        text = "99.9"
+    return f"{text} %"
+
+
+def milliseconds(value):
+    """``1,234 ms``, rounded to the millisecond; "–" for None (no answer timed)."""
+    if value is None:
+        return "–"
+    return f"{round(value):,} ms"

@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import Read, require
-from records.models import RejectedDelivery, Trade, WebhookEvent
+from records.models import FAILING_STREAK, Partner, RejectedDelivery, Trade, WebhookEvent
 
 from . import search
 from .forms import SearchForm
@@ -16,7 +16,8 @@ from .forms import SearchForm
 @require(Read.RECORDS)
 @require_GET
 def home(request):
-    """The landing page: the search box, and how the last day of trades stands.
+    """The landing page: partners whose deliveries are failing now, and how the
+    last day of trades stands.
 
     The status mix counts trades created in the 24 hours up to the newest
     one (``trade_created_idx`` bounds the scan), not the whole table.
@@ -40,6 +41,9 @@ def home(request):
         )
         offset += width
     context = {
+        # Clock-free: see PartnerQuerySet.with_delivery_state.
+        "failing_partners": list(Partner.objects.failing_deliveries().order_by("partner_id")),
+        "streak": FAILING_STREAK,
         "statuses": statuses,
         "trades": sum(mix.values()),
         "newest": newest,

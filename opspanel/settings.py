@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "partners",
     "actions",
     "queues",
+    "deliveries",
     "sandbox",
 ]
 

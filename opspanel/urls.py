@@ -20,5 +20,6 @@ urlpatterns = [
     path("", include("browse.urls")),
     path("", include("actions.urls")),
     path("", include("queues.urls")),
+    path("", include("deliveries.urls")),
     path("", include("audit.urls")),
 ]

@@ -6,13 +6,11 @@ transaction; a refusal is audited too, then raised as ``Refused``. Nothing
 here sends a task: the caller sends the run's task on commit.
 """
 
-import hashlib
-
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.permissions import Action, can
-from actions.services import Refused, request_run
+from actions.services import Refused, fingerprint, request_run
 from audit import log as audit
 from audit.models import Entry
 from lib.formats import utc_text
@@ -25,12 +23,6 @@ BULK_CAP = 5000
 
 
 # --- bulk runs over the whole filtered set ----------------------------------------
-
-
-def fingerprint(transact_ids):
-    """What a set of trades "was" when the dry run was drawn: its size and a digest."""
-    digest = hashlib.sha256("\n".join(sorted(transact_ids)).encode()).hexdigest()
-    return f"{len(transact_ids)}:{digest[:16]}"
 
 
 def request_bulk(user, action, transact_ids, *, key, reason, drawn, filters):

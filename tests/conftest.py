@@ -2,6 +2,7 @@ import base64
 import io
 from datetime import UTC, datetime
 
+import httpx
 import orjson
 import pgtrigger
 import pytest
@@ -12,6 +13,8 @@ from standardwebhooks.webhooks import Webhook
 
 from accounts.services import create_user
 from actions.upstream import MAX_TRIES
+from partners.services import rotate_secret, set_endpoint
+from records.models import Partner
 from tests.helpers import import_network
 
 SECRET = "whsec_" + base64.b64encode(b"panel-test-secret-0123456789abcdef").decode()
@@ -188,3 +191,15 @@ def upstream(sandbox_server, settings):
     settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE = True
     sandbox_server.state.reset()
     return sandbox_server
+
+
+@pytest.fixture
+def receiving_partner(upstream):
+    """ptn_acme's endpoint is the sandbox receiver, which knows its secret."""
+    partner = Partner.objects.get(partner_id="ptn_acme")
+    set_endpoint(partner, f"{upstream.url}/partners/ptn_acme/webhooks")
+    secret = rotate_secret(partner)
+    httpx.post(
+        f"{upstream.url}/_sandbox/partners/ptn_acme", json={"secrets": [secret], "respond": 200}
+    )
+    return partner

@@ -90,18 +90,27 @@ def ledger(
     return envelope("ledger.posted", data, at="2026-06-28T20:15:04Z")
 
 
-def delivery(event_id, *, attempt=1, outcome="succeeded"):
+def delivery(
+    event_id,
+    *,
+    attempt=1,
+    outcome="succeeded",
+    partner="ptn_acme",
+    at="2026-06-28T20:15:09Z",
+    status=None,
+    duration_ms=184,
+):
     data = {
         "object": "delivery_attempt",
         "eventId": event_id,
-        "partnerId": "ptn_acme",
+        "partnerId": partner,
         "attempt": attempt,
-        "responseStatus": 200 if outcome == "succeeded" else 500,
-        "durationMs": 184,
+        "responseStatus": status or (200 if outcome == "succeeded" else 500),
+        "durationMs": duration_ms,
         "outcome": outcome,
-        "attemptedAt": "2026-06-28T20:15:09Z",
+        "attemptedAt": at,
     }
-    return envelope("webhook.delivery_attempted", data, at="2026-06-28T20:15:09Z")
+    return envelope("webhook.delivery_attempted", data, at=at)
 
 
 def envelope(event_type, data, *, at, event_id=None, livemode=True):

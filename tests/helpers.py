@@ -68,18 +68,20 @@ def the_beat_repolls(transact_id):
     """What ``queues.tasks.repoll_stuck_trades`` does for one stuck trade."""
     from accounts.permissions import Action
     from actions import services
-    from actions.models import Run
 
-    run = Run.objects.create(
-        key=f"schedule-test-{next(_keys)}",
-        user=None,
-        action=Action.BULK_REPOLL,
+    run = services.start_unattended_run(
+        Action.BULK_REPOLL,
+        [transact_id],
         target="1 stuck trades (scheduled)",
         reason="scheduled re-poll of trades stuck past their pool SLA",
-        params={"targets": [transact_id], "scheduled": True},
-        total=1,
-        state=Run.State.RUNNING,
+        key=f"schedule-test-{next(_keys)}",
+        params={"scheduled": True},
     )
     services.carry_out(run)
     run.refresh_from_db()
     assert (run.done, run.failed) == (1, 0)
+
+
+def received(upstream, partner="ptn_acme"):
+    """What the sandbox partner receiver got (the ``upstream`` fixture's), oldest first."""
+    return httpx.get(f"{upstream.url}/_sandbox/received", params={"partner": partner}).json()

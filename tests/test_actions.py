@@ -11,11 +11,10 @@ from django.core.management import call_command
 from actions.models import Run
 from audit.models import Entry
 from partners.models import Endpoint, SigningSecret
-from partners.services import rotate_secret, set_endpoint
-from records.models import DeliveryAttempt, Partner, StatusChange, Trade, WebhookEvent
+from records.models import DeliveryAttempt, StatusChange, Trade, WebhookEvent
 from sandbox.forbidden import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
 from tests.conftest import PASSWORD
-from tests.helpers import wait_for
+from tests.helpers import received, wait_for
 
 # Tests that need the Celery worker ask for ``worker`` and commit; the rest roll back.
 pytestmark = pytest.mark.django_db
@@ -286,22 +285,6 @@ def test_no_forbidden_field_reaches_the_logs(client, support_user, stuck, upstre
 
 
 # --- replay to the partner ------------------------------------------------------
-
-
-@pytest.fixture
-def receiving_partner(upstream):
-    """ptn_acme's endpoint is the sandbox receiver, which knows its secret."""
-    partner = Partner.objects.get(partner_id="ptn_acme")
-    set_endpoint(partner, f"{upstream.url}/partners/ptn_acme/webhooks")
-    secret = rotate_secret(partner)
-    httpx.post(
-        f"{upstream.url}/_sandbox/partners/ptn_acme", json={"secrets": [secret], "respond": 200}
-    )
-    return partner
-
-
-def received(upstream, partner="ptn_acme"):
-    return httpx.get(f"{upstream.url}/_sandbox/received", params={"partner": partner}).json()
 
 
 def test_replay_is_received_and_verified_with_the_same_event_id(

@@ -247,3 +247,31 @@ def test_a_stuck_orders_timeline_after_hours_of_re_polls_reads_as_one_line(
     assert "Polled 40 times" in lines.first.inner_text()
     assert lines.locator("a.replay-link").count() == 0
     assert page.locator("#timeline-items li.kind-action").count() == 0
+
+
+def test_operations_reads_a_partner_s_delivery_health_and_dry_runs_a_recovery_on_a_phone(
+    page, live_server, network, operations_user
+):
+    from lib.formats import rfc3339
+    from records.models import DeliveryAttempt
+
+    newest = DeliveryAttempt.objects.latest("attempted_at").attempted_at
+    failing = DeliveryAttempt.objects.filter(partner__partner_id="ptn_acme").failing_events()
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, live_server, operations_user)
+
+    page.goto(f"{live_server.url}/deliveries/?at={rfc3339(newest)}")
+    page.click("tr[data-partner=ptn_acme] a")
+    page.wait_for_url("**/deliveries/?partner=ptn_acme*")
+    assert page.locator("svg.delivery-chart.attempts").count() == 1
+    assert page.locator("svg.delivery-chart.attempts g.hour").count() >= 1
+    assert page.locator("#failing-events tr[data-event]").count() == failing.count() >= 1
+    fits = "() => document.querySelector('main').getBoundingClientRect().right <= innerWidth"
+    assert page.evaluate(fits)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "delivery-health.png"), full_page=True)
+
+    page.click("#recover-form button[type=submit]")
+    page.wait_for_url("**/deliveries/recover?*")
+    assert int(page.locator("#dry-run-count").inner_text()) == failing.count()
+    assert page.locator("#confirm-button").is_visible()

@@ -18,7 +18,7 @@ FLOORS = [
     {"audit"},
     {"ingest", "lookup", "timeline", "browse", "partners"},
     {"actions"},
-    {"queues"},
+    {"queues", "deliveries"},
     {"opspanel"},
 ]
 FLOOR = {app: level for level, apps in enumerate(FLOORS) for app in apps}

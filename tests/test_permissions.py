@@ -73,6 +73,9 @@ PAGES = [
     "/trades/pt_live_abc123/replay-latest",
     "/events/evt_abc123/replay",
     "/pools/EUR-USDT/sla",
+    "/deliveries/",
+    "/deliveries/?partner=ptn_acme",
+    "/deliveries/recover?partner=ptn_acme&since=2026-11-20T11:00:00Z",
 ]
 POSTS = [
     "/trades/pt_live_abc123/repoll",
@@ -82,6 +85,7 @@ POSTS = [
     "/queues/stuck/bulk",
     "/queues/stuck/bulk/confirm",
     "/pools/EUR-USDT/sla",
+    "/deliveries/recover",
 ]
 
 

@@ -38,3 +38,13 @@ def duration(delta):
 def mode(livemode):
     word = "live" if livemode else "test"
     return format_html('<span class="mode {}">{}</span>', word, word)
+
+
+@register.filter
+def percent(value):
+    return formats.percent(value)
+
+
+@register.filter
+def ms(value):
+    return formats.milliseconds(value)
