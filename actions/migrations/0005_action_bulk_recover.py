@@ -4,15 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('actions', '0004_run_action_choices_no_summary'),
+        ("actions", "0004_run_action_choices_no_summary"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='run',
-            name='action',
-            field=models.CharField(choices=[('trade.repoll', 'Re-poll'), ('event.replay', 'Replay'), ('bulk.repoll', 'Bulk re-poll'), ('bulk.replay', 'Bulk replay of the latest state'), ('bulk.recover', "Replay of a partner's failed deliveries"), ('queue.claim', 'Claimed'), ('queue.unclaim', 'Unclaimed'), ('queue.take_over', 'Took over a claim'), ('pool.sla', 'Pool SLA change'), ('partner.set_endpoint', 'Endpoint change'), ('partner.rotate_secret', 'Secret rotation')], max_length=40),
+            model_name="run",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("trade.repoll", "Re-poll"),
+                    ("event.replay", "Replay"),
+                    ("bulk.repoll", "Bulk re-poll"),
+                    ("bulk.replay", "Bulk replay of the latest state"),
+                    ("bulk.recover", "Replay of a partner's failed deliveries"),
+                    ("queue.claim", "Claimed"),
+                    ("queue.unclaim", "Unclaimed"),
+                    ("queue.take_over", "Took over a claim"),
+                    ("pool.sla", "Pool SLA change"),
+                    ("partner.set_endpoint", "Endpoint change"),
+                    ("partner.rotate_secret", "Secret rotation"),
+                ],
+                max_length=40,
+            ),
         ),
     ]

@@ -4,15 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0002_entry_action_choices'),
+        ("audit", "0002_entry_action_choices"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='entry',
-            name='action',
-            field=models.CharField(choices=[('trade.repoll', 'Re-poll'), ('event.replay', 'Replay'), ('bulk.repoll', 'Bulk re-poll'), ('bulk.replay', 'Bulk replay of the latest state'), ('bulk.recover', "Replay of a partner's failed deliveries"), ('queue.claim', 'Claimed'), ('queue.unclaim', 'Unclaimed'), ('queue.take_over', 'Took over a claim'), ('pool.sla', 'Pool SLA change'), ('partner.set_endpoint', 'Endpoint change'), ('partner.rotate_secret', 'Secret rotation')], max_length=40),
+            model_name="entry",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("trade.repoll", "Re-poll"),
+                    ("event.replay", "Replay"),
+                    ("bulk.repoll", "Bulk re-poll"),
+                    ("bulk.replay", "Bulk replay of the latest state"),
+                    ("bulk.recover", "Replay of a partner's failed deliveries"),
+                    ("queue.claim", "Claimed"),
+                    ("queue.unclaim", "Unclaimed"),
+                    ("queue.take_over", "Took over a claim"),
+                    ("pool.sla", "Pool SLA change"),
+                    ("partner.set_endpoint", "Endpoint change"),
+                    ("partner.rotate_secret", "Secret rotation"),
+                ],
+                max_length=40,
+            ),
         ),
     ]
