@@ -7,10 +7,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.permissions import Action, Read, require
 from audit.models import Entry
+from browse.views import get_event_for_user
 from lib.tasks import send_on_commit
 from partners.models import Endpoint, SigningSecret
 from partners.services import host_of
-from records.models import DeliveryAttempt, Trade, WebhookEvent
+from records.models import DeliveryAttempt, Trade
 
 from . import services, tasks
 from .forms import ConfirmForm
@@ -22,12 +23,6 @@ def get_trade_for_user(user, transact_id):
     return get_object_or_404(
         Trade.objects.select_related("order__partner", "pool", "claim__user"),
         transact_id=transact_id,
-    )
-
-
-def get_event_for_user(user, event_id):
-    return get_object_or_404(
-        WebhookEvent.objects.select_related("order__partner"), event_id=event_id
     )
 
 

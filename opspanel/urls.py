@@ -16,3 +16,6 @@ urlpatterns = [
     path("", include("queues.urls")),
     path("", include("audit.urls")),
 ]
+
+# Unknown records say what was not found and where to look instead.
+handler404 = "lib.http.not_found"

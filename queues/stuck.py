@@ -117,7 +117,7 @@ def last_polls(transact_ids):
         WebhookEvent.objects.filter(source=WebhookEvent.Source.POLL, subject_id__in=transact_ids)
         .order_by("subject_id", "-created_at", "-id")
         .distinct("subject_id")
-        .only("subject_id", "type", "created_at")
+        .only("event_id", "subject_id", "type", "created_at")
     )
     return {event.subject_id: event for event in polls}
 

@@ -53,6 +53,8 @@ PAGES = [
     "/trades/",
     "/trades/?format=csv",
     "/events/",
+    "/events/evt_abc123/",
+    "/events/evt_abc123/?format=json",
     "/ledger/?format=csv",
     "/orders/ptn_acme/order_1/",
     "/orders/ptn_acme/order_1/?format=json",

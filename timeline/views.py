@@ -3,6 +3,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import Read, require
+from lib.http import wants_json
 from records.models import Order
 
 from . import build
@@ -21,20 +22,13 @@ def get_order_for_user(user, partner_id, reference):
     )
 
 
-def _wants_json(request):
-    if request.GET.get("format") == "json":
-        return True
-    accept = request.headers.get("Accept", "")
-    return "application/json" in accept and "text/html" not in accept
-
-
 @require(Read.RECORDS)
 @require_GET
 def order_timeline(request, partner_id, reference):
     """``/orders/<partner id>/<partner order id>/``: the one timeline of an order."""
     order = get_order_for_user(request.user, partner_id, reference)
     timeline = build.build(order)
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse(timeline.as_json(), json_dumps_params={"indent": 2})
     template = "timeline/order.html"
     if request.htmx:
