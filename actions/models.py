@@ -43,8 +43,12 @@ class Run(models.Model):
 
     class Meta:
         indexes = [
-            # Per-user rate limit: WHERE user_id = %s AND created_at > %s.
+            # Per-user rate limit: WHERE user_id = %s AND created_at > %s;
+            # and /runs/ "mine" (the default): WHERE user_id = %s ORDER BY created_at DESC.
             models.Index(fields=["user", "created_at"], name="run_user_created_idx"),
+            # /runs/ for everyone: ORDER BY created_at DESC, id DESC LIMIT n,
+            # keyset: WHERE created_at <= %s AND (created_at < %s OR id < %s).
+            models.Index(fields=["created_at", "id"], name="run_created_idx"),
             # "Last scheduled re-poll": WHERE action = %s ORDER BY created_at DESC.
             models.Index(fields=["action", "-created_at"], name="run_action_created_idx"),
         ]

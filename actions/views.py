@@ -4,16 +4,19 @@ from django.db.models import Max
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
 
 from accounts.permissions import Action, Read, require
 from audit.models import Entry
 from browse.views import get_event_for_user
+from lib.listing import Listing, show_list
 from lib.tasks import send_on_commit
 from partners.models import Endpoint, SigningSecret
 from partners.services import host_of
-from records.models import DeliveryAttempt, Trade
+from records.models import DeliveryAttempt, Trade, order_url
 
 from . import services, tasks
+from .filters import EVERYONE, RunFilter
 from .forms import ConfirmForm
 from .models import Run
 
@@ -167,3 +170,66 @@ def run_status(request, pk):
         template += "#progress"
     entries = Entry.objects.filter(run_id=run.pk).order_by("-at", "-id")[:50]
     return render(request, template, {"run": run, "entries": entries})
+
+
+# --- the runs list ------------------------------------------------------------------
+
+
+def _link_runs(rows):
+    for run in rows:
+        order = run.order
+        run.timeline = order and order_url(order.partner.partner_id, order.partner_reference)
+
+
+def _runs_context(request, filterset):
+    """Whose runs these are, and the one click to the other answer."""
+    whose, everyone = filterset.whose()
+    kept = request.GET.copy()
+    for key in ("after", "format", "who", "user"):
+        kept.pop(key, None)
+    mine = kept.urlencode()
+    kept["who"] = EVERYONE
+    return {
+        "whose": whose,
+        "everyone": everyone,
+        "everyone_query": kept.urlencode(),
+        "mine_query": mine,
+    }
+
+
+RUNS = Listing(
+    name="runs",
+    title="Runs",
+    filterset=RunFilter,
+    # A bulk run's params hold up to 5,000 target ids; the list shows none.
+    queryset=lambda: Run.objects.select_related("user", "order__partner").defer("params"),
+    # Served by run_created_idx (created_at, id); "mine" by run_user_created_idx.
+    time_field="created_at",
+    table="actions/runs_table.html",
+    csv_columns=[
+        ("id", "id"),
+        ("createdAt", "created_at"),
+        ("user", "user__username"),
+        ("action", "action"),
+        ("target", "target"),
+        ("partnerId", "order__partner__partner_id"),
+        ("partnerReference", "order__partner_reference"),
+        ("reason", "reason"),
+        ("state", "state"),
+        ("total", "total"),
+        ("done", "done"),
+        ("failed", "failed"),
+        ("finishedAt", "finished_at"),
+    ],
+    link=_link_runs,
+    summary="actions/runs_summary.html",
+    context=_runs_context,
+)
+
+
+@require(Read.RUN)
+@require_GET
+@vary_on_headers("HX-Request")
+def runs(request):
+    """``/runs/``: every guarded run, newest first; yours unless you ask for more."""
+    return show_list(request, RUNS)

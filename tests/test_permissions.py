@@ -63,6 +63,8 @@ PAGES = [
     "/queues/stuck",
     "/queues/stuck?format=csv",
     "/actions/runs/1/",
+    "/runs/",
+    "/runs/?who=all&format=csv",
     "/trades/pt_live_abc123/repoll",
     "/trades/pt_live_abc123/replay-latest",
     "/events/evt_abc123/replay",
