@@ -6,13 +6,11 @@ transaction; a refusal is audited too, then raised as ``Refused``. Nothing
 here sends a task: the caller sends the run's task on commit.
 """
 
-import hashlib
-
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.permissions import Action, can
-from actions.services import Refused, request_run
+from actions.services import Refused, request_run, set_version
 from audit import log as audit
 from audit.models import Entry
 from records.models import Pool, Trade
@@ -28,8 +26,7 @@ BULK_CAP = 5000
 
 def fingerprint(transact_ids):
     """What a set of trades "was" when the dry run was drawn: its size and a digest."""
-    digest = hashlib.sha256("\n".join(sorted(transact_ids)).encode()).hexdigest()
-    return f"{len(transact_ids)}:{digest[:16]}"
+    return set_version(transact_ids)
 
 
 def request_bulk(user, action, transact_ids, *, key, reason, drawn, filters):

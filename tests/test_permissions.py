@@ -63,6 +63,7 @@ PAGES = [
     "/queues/stuck",
     "/queues/stuck?format=csv",
     "/actions/runs/1/",
+    "/actions/runs/1/retry",
     "/runs/",
     "/runs/?who=all&format=csv",
     "/trades/pt_live_abc123/repoll",
@@ -73,6 +74,7 @@ PAGES = [
 POSTS = [
     "/trades/pt_live_abc123/repoll",
     "/events/evt_abc123/replay",
+    "/actions/runs/1/retry",
     "/queues/stuck/pt_live_abc123/claim",
     "/queues/stuck/pt_live_abc123/unclaim",
     "/queues/stuck/bulk",
