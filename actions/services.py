@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import BooleanField, Exists, ExpressionWrapper, F, Max, OuterRef, Q
 from django.utils import timezone
 
-from accounts.permissions import Action
+from accounts.permissions import Action, can
 from audit import log as audit
 from audit.models import Entry
 from ingest import pipeline
@@ -33,7 +33,7 @@ from partners.services import host_of
 from records.models import DeliveryAttempt, Partner, StatusChange, Trade, WebhookEvent
 
 from . import upstream
-from .models import Run
+from .models import FailedItem, Run
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,20 @@ def event_version(event):
     return f"{event.pk}:{last or 0}"
 
 
-def new_key():
-    return secrets.token_urlsafe(24)
-
-
-def fingerprint(ids):
-    """What a bulk run's set of ids "was" when its dry run was drawn: its size and a digest."""
+def set_version(ids):
+    """What a set of ids "was" when a page drew it: its size and a digest."""
     digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
     return f"{len(ids)}:{digest[:16]}"
+
+
+def failed_targets(run):
+    """The items of ``run`` that failed, in the order it met them, each once."""
+    targets = run.failed_items.order_by("id").values_list("target", flat=True)
+    return list(dict.fromkeys(targets))
+
+
+def new_key():
+    return secrets.token_urlsafe(24)
 
 
 # --- asking ------------------------------------------------------------------
@@ -78,7 +84,18 @@ class Requested:
 
 
 def request_run(
-    user, action, target, *, key, reason, drawn, current, order=None, params=None, total=1
+    user,
+    action,
+    target,
+    *,
+    key,
+    reason,
+    drawn,
+    current,
+    order=None,
+    params=None,
+    total=1,
+    retry_of=None,
 ):
     """Queue one confirmed action, or refuse it. See the module docstring."""
     existing = Run.objects.filter(key=key).first()
@@ -119,9 +136,14 @@ def request_run(
                 reason=reason,
                 params=params or {},
                 total=total,
+                retry_of=retry_of,
             )
-    except IntegrityError:  # the same key, submitted twice at once
-        existing = Run.objects.get(key=key)
+    except IntegrityError:  # the same key submitted twice at once, or one run retried twice
+        existing = Run.objects.filter(key=key).first()
+        if existing is None:
+            raise Refused(
+                "Someone started this at the same moment; nothing more was run."
+            ) from None
         return Requested(_same_request(existing, user, action, target), repeated=True)
     return Requested(run, repeated=False)
 
@@ -141,6 +163,45 @@ def start_unattended_run(action, targets, *, target, reason, key, params=None):
     )
 
 
+def request_retry(user, run, *, key, reason, drawn):
+    """Queue a new run of ``run``'s action over exactly the items of it that
+    failed (the set as it is now), or refuse.
+
+    The same permission as the original action is needed; the run must be
+    finished (a moving run's failed set is not settled yet). ``drawn`` is
+    the failed set the confirm page showed: ``request_run`` refuses when it
+    is not the set now and finds the run a repeated key made.
+    """
+    if not can(user, run.action):
+        raise Refused(f"Your role may not do this ({run.get_action_display().lower()}).", 403)
+    targets = failed_targets(run)
+    # A repeated key finds the retry it made (``request_run``), even though the
+    # run counts as retried by then.
+    if not Run.objects.filter(key=key).exists():
+        retried = run.retries.first()
+        if not run.finished:
+            raise Refused("This run is still going: wait for it to finish, then retry what failed.")
+        if retried:
+            raise Refused(f"Run {retried.pk} already retries these: retry what fails there.")
+        if not targets and drawn == set_version(targets):
+            raise Refused("Nothing in this run failed; nothing was run.")
+    count = drawn.partition(":")[0]
+    size = int(count) if count.isdigit() else len(targets)
+    return request_run(
+        user,
+        run.action,
+        f"{size} failed of run {run.pk}",
+        key=key,
+        reason=reason,
+        drawn=drawn,
+        current=set_version(targets),
+        order=run.order,
+        params={"targets": targets, "retry_of": run.pk},
+        total=len(targets),
+        retry_of=run,
+    )
+
+
 def _same_request(run, user, action, target):
     if run.user_id != user.pk or run.action != action or run.target != target:
         raise Refused("This form was already used for something else; reload the page.")
@@ -150,18 +211,27 @@ def _same_request(run, user, action, target):
 # --- carrying out ------------------------------------------------------------
 
 
-def carry_out(run):
-    """Do what ``run`` asks, item by item. Safe to call twice: see ``tasks``."""
-    step = STEPS[run.action]
+def _targets(run):
     # A bulk run names its targets (none at all, for an empty schedule); a
     # single action acts on its target.
-    targets = run.params.get("targets", [run.target])
+    return run.params.get("targets", [run.target])
+
+
+def carry_out(run):
+    """Do what ``run`` asks, item by item. Safe to call twice: see ``tasks``.
+
+    The item in hand is always ``targets[done + failed]``: a resumed run
+    starts there, and ``_count`` names the item that failed from it.
+    """
+    step = STEPS[run.action]
+    targets = _targets(run)
     for target in targets[run.done + run.failed :]:
         try:
             step(target, run)  # counts itself, in the transaction of its effect
         except Exception:
             log.exception("%s of %s failed", run.action, target)
-            _count(run, ok=False)
+            with transaction.atomic():
+                _count(run, ok=False)
         run.refresh_from_db(fields=["done", "failed"])
     state = Run.State.DONE if run.failed < run.total or not run.total else Run.State.FAILED
     Run.objects.filter(pk=run.pk).update(
@@ -172,12 +242,15 @@ def carry_out(run):
 def _count(run, *, ok):
     """One more item done or failed (and the heartbeat): call it inside the
     transaction that writes the item's effect and audit entry, so a crash
-    never counts an item without its effect, or the other way round."""
+    never counts an item without its effect, or the other way round. A
+    failed item is written down too, for "Retry the failed ones"."""
     Run.objects.filter(pk=run.pk).update(
         done=F("done") + (1 if ok else 0),
         failed=F("failed") + (0 if ok else 1),
         updated_at=timezone.now(),
     )
+    if not ok:
+        FailedItem.objects.create(run=run, target=_targets(run)[run.done + run.failed])
     return ok
 
 

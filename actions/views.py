@@ -4,18 +4,27 @@ from django.db.models import Max
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
 
-from accounts.permissions import Action, Read, require
+from accounts.permissions import Action, Read, can, require
 from audit.models import Entry
-from lib.errors import found_or_404
+from browse.views import get_event_for_user
+from lib.errors import NotFound, found_or_404
+from lib.listing import Listing, show_list
 from lib.tasks import send_on_commit
 from partners.models import Endpoint, SigningSecret
 from partners.services import host_of
-from records.models import DeliveryAttempt, Trade, WebhookEvent
+from records.models import DeliveryAttempt, Trade, WebhookEvent, order_url
 
 from . import services, tasks
+from .filters import EVERYONE, RunFilter
 from .forms import ConfirmForm
 from .models import Run
+
+# The runs "Retry the failed ones" makes anew; a single action is retried
+# through its own confirm step.
+BULK = (Action.BULK_REPOLL, Action.BULK_REPLAY, Action.BULK_RECOVER)
+SAMPLE = 10  # failed items the retry's confirm step names
 
 
 def get_trade_for_user(user, transact_id):
@@ -24,14 +33,6 @@ def get_trade_for_user(user, transact_id):
         Trade.objects.select_related("order__partner", "pool", "claim__user"),
         f"There is no trade {transact_id}.",
         transact_id=transact_id,
-    )
-
-
-def get_event_for_user(user, event_id):
-    return found_or_404(
-        WebhookEvent.objects.select_related("order__partner"),
-        f"There is no webhook event {event_id}.",
-        event_id=event_id,
     )
 
 
@@ -57,42 +58,35 @@ def submit(request, ask):
     return redirect("actions:run", pk=asked.run.pk), 200
 
 
-def _confirm(request, *, action, target_kind, target, order, current, what, template_context):
+def _confirm(request, *, ask, heading, target, order, current, what, template_context):
     """GET draws the confirm step (from the record as it is now); POST queues the
-    run or says why not."""
+    run through ``ask(key=, reason=, drawn=)`` or says why not."""
     status = 200
     if request.method == "POST":
         form = ConfirmForm(request.POST)
         if not form.is_valid():
             status = 400
         else:
-            answer, status = submit(
-                request,
-                lambda: services.request_run(
-                    request.user,
-                    action,
-                    target,
-                    key=form.cleaned_data["key"],
-                    reason=form.cleaned_data["reason"],
-                    drawn=form.cleaned_data["drawn"],
-                    current=current,
-                    order=order,
-                ),
-            )
+            answer, status = submit(request, lambda: ask(**form.cleaned_data))
             if answer:
                 return answer
     else:
         form = ConfirmForm(initial={"key": services.new_key(), "drawn": current})
     context = {
         "form": form,
-        "action": action,
-        # "re-poll trade", "replay event": the action's title and what it acts on.
-        "heading": f"{action.label.lower()} {target_kind}",
+        "heading": heading,
         "target": target,
         "order": order,
         "what": what,
     }
     return render(request, "actions/confirm.html", context | template_context, status=status)
+
+
+def _ask_run(request, action, target, *, order, current):
+    """``ask`` for ``_confirm``: one guarded action on one record."""
+    return lambda **confirmed: services.request_run(
+        request.user, action, target, current=current, order=order, **confirmed
+    )
 
 
 @require(Action.TRADE_REPOLL)
@@ -107,13 +101,17 @@ def repoll_trade(request, transact_id):
         "same pipeline and state machine as webhooks (source: status read).",
         "The poll, its result and any status it changes appear on the order's timeline.",
     ]
+    current = services.trade_version(trade)
     return _confirm(
         request,
-        action=Action.TRADE_REPOLL,
-        target_kind="trade",
+        # "re-poll trade": the action's title and what it acts on.
+        ask=_ask_run(
+            request, Action.TRADE_REPOLL, trade.transact_id, order=trade.order, current=current
+        ),
+        heading=f"{Action.TRADE_REPOLL.label.lower()} trade",
         target=trade.transact_id,
         order=trade.order,
-        current=services.trade_version(trade),
+        current=current,
         what=what,
         template_context={"trade": trade},
     )
@@ -156,13 +154,16 @@ def replay_event(request, event_id):
         problems.append(f"{event.partner_id} has no webhook endpoint: the replay will fail.")
     if not secrets:
         problems.append(f"{event.partner_id} has no signing secret: the replay will fail.")
+    current = services.event_version(event)
     return _confirm(
         request,
-        action=Action.EVENT_REPLAY,
-        target_kind="event",
+        ask=_ask_run(
+            request, Action.EVENT_REPLAY, event.event_id, order=event.order, current=current
+        ),
+        heading=f"{Action.EVENT_REPLAY.label.lower()} event",
         target=event.event_id,
         order=event.order,
-        current=services.event_version(event),
+        current=current,
         what=what,
         template_context={"event": event, "problems": problems, "instead": instead},
     )
@@ -190,5 +191,147 @@ def run_status(request, pk):
     template = "actions/run.html"
     if request.htmx:
         template += "#progress"
+    # audit_run_idx serves the entries and the last error.
     entries = Entry.objects.filter(run_id=run.pk).order_by("-at", "-id")[:50]
-    return render(request, template, {"run": run, "entries": entries})
+    context = {"run": run, "entries": entries}
+    if run.failed:
+        # A run is retried once: once it has been, the way on is its retry's page.
+        retried = run.retries.first()
+        context |= {
+            "last_error": _last_error(run),
+            "retried": retried,
+            "retry": None if retried else _retry_link(request.user, run),
+        }
+    return render(request, template, context)
+
+
+def _last_error(run):
+    """The run's newest failed or refused audit entry: why an item failed last.
+
+    None when the failures wrote no entry (a step that crashed): the page
+    sends the reader to the worker log.
+    """
+    failed = [Entry.Result.FAILED, Entry.Result.REFUSED]
+    return Entry.objects.filter(run_id=run.pk, result__in=failed).order_by("-at", "-id").first()
+
+
+def _retry_link(user, run):
+    """Where "Retry the failed ones" goes, for ``user``: a bulk run's own retry, a
+    single action's confirm step; None before the run is finished or without
+    the permission the action needs."""
+    if not run.finished or not can(user, run.action):
+        return None
+    if run.action in BULK:
+        return reverse("actions:retry", args=[run.pk])
+    if run.action == Action.TRADE_REPOLL:
+        return reverse("actions:repoll", args=[run.target])
+    if run.action == Action.EVENT_REPLAY:
+        return reverse("actions:replay", args=[run.target])
+    return None
+
+
+# The matrix gives every bulk action to the same roles; the service checks
+# the retried run's own action as well.
+@require(*BULK)
+@require_http_methods(["GET", "POST"])
+def retry_run(request, pk):
+    """``POST /actions/runs/<pk>/retry``: the same bulk action again, as a new
+    run over exactly the items of this one that failed."""
+    run = get_run_for_user(request.user, pk)
+    if run.action not in BULK:
+        raise NotFound(
+            f"Run {run.pk} is a single {run.get_action_display().lower()}: "
+            "it is retried through its own confirm step, linked from its page."
+        )
+    targets = services.failed_targets(run)
+    count = len(targets)
+    named = ", ".join(targets[:SAMPLE]) + (", …" if count > SAMPLE else "")
+    what = [
+        f"Run {run.get_action_display().lower()} again, as a new run, on exactly the {count} "
+        f"item{'s' if count != 1 else ''} of run {run.pk} that failed"
+        + (f": {named}." if targets else "."),
+        "One audit entry per item, with the reason below; the new run has its own progress page.",
+        "If the failed set is not the one shown here when you confirm, nothing runs.",
+    ]
+    problems = []
+    retried = run.retries.first()
+    if not run.finished:
+        problems.append("This run is still going: what failed is not settled yet.")
+    elif retried:
+        problems.append(f"Run {retried.pk} already retries these: retry what fails there.")
+    elif not targets:
+        problems.append("Nothing in this run failed: there is nothing to retry.")
+    return _confirm(
+        request,
+        ask=lambda **confirmed: services.request_retry(request.user, run, **confirmed),
+        heading="retry the failed items of",
+        target=f"run {run.pk}",
+        order=run.order,
+        current=services.set_version(targets),
+        what=what,
+        template_context={"problems": problems, "back": reverse("actions:run", args=[run.pk])},
+    )
+
+
+# --- the runs list ------------------------------------------------------------------
+
+
+def _link_runs(rows):
+    for run in rows:
+        order = run.order
+        run.timeline = order and order_url(order.partner.partner_id, order.partner_reference)
+
+
+def _runs_context(request, filterset):
+    """Whose runs these are, and the one click to the other answer."""
+    whose, everyone = filterset.whose()
+    kept = request.GET.copy()
+    for key in ("after", "format", "who", "user"):
+        kept.pop(key, None)
+    mine = kept.urlencode()
+    kept["who"] = EVERYONE
+    return {
+        "whose": whose,
+        "everyone": everyone,
+        "everyone_query": kept.urlencode(),
+        "mine_query": mine,
+    }
+
+
+RUNS = Listing(
+    name="runs",
+    title="Runs",
+    filterset=RunFilter,
+    # A bulk run's params hold up to 5,000 target ids; the list shows none.
+    queryset=lambda: Run.objects.select_related("user", "order__partner").defer("params"),
+    # Served by run_created_idx (created_at, id); "mine" by run_user_created_idx.
+    time_field="created_at",
+    table="actions/runs_table.html",
+    csv_columns=[
+        ("id", "id"),
+        ("createdAt", "created_at"),
+        ("user", "user__username"),
+        ("action", "action"),
+        ("target", "target"),
+        ("partnerId", "order__partner__partner_id"),
+        ("partnerReference", "order__partner_reference"),
+        ("reason", "reason"),
+        ("state", "state"),
+        ("total", "total"),
+        ("done", "done"),
+        ("failed", "failed"),
+        ("retryOf", "retry_of_id"),
+        ("finishedAt", "finished_at"),
+    ],
+    link=_link_runs,
+    summary="actions/runs_summary.html",
+    context=_runs_context,
+)
+
+
+@require(Read.RUN)
+@require_GET
+@vary_on_headers("HX-Request")
+def runs(request):
+    """``/runs/``: every guarded run, newest first; yours unless you ask for more."""
+    return show_list(request, RUNS)

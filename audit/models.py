@@ -43,6 +43,13 @@ class Entry(models.Model):
             models.Index(fields=["order", "at"], name="audit_order_idx"),
             # Per-user rate limit: WHERE actor_id = %s AND at > now() - 1 min.
             models.Index(fields=["actor", "at"], name="audit_actor_at_idx"),
+            # A run's page polls its entries and its last error:
+            # WHERE run_id = %s [AND result IN (...)] ORDER BY at DESC, id DESC.
+            models.Index(
+                fields=["run_id", "-at", "-id"],
+                condition=models.Q(run_id__isnull=False),
+                name="audit_run_idx",
+            ),
         ]
         triggers = [
             pgtrigger.Protect(

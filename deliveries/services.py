@@ -11,7 +11,7 @@ sends the run's task on commit.
 from django.db.models import Exists, OuterRef
 
 from accounts.permissions import Action
-from actions.services import Refused, fingerprint, request_run
+from actions.services import Refused, request_run, set_version
 from lib.formats import rfc3339, utc_text
 from records.models import DeliveryAttempt, WebhookEvent
 
@@ -57,7 +57,7 @@ def request_recover(user, partner, event_ids, *, since, until, key, reason, draw
     by ``request_run``. The target names the set as drawn, so a resubmitted
     form finds its run even after the run has delivered the events.
     """
-    current = fingerprint(event_ids)
+    current = set_version(event_ids)
     if len(event_ids) > RECOVER_CAP:
         raise Refused(
             f"More than {RECOVER_CAP:,} failed deliveries match: choose a later “since” or "

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.permissions import Action, Read, can, require
 from actions.forms import ConfirmForm
-from actions.services import fingerprint, new_key
+from actions.services import new_key, set_version
 from actions.views import submit
 from lib.formats import rfc3339
 from partners.models import SigningSecret
@@ -126,7 +126,7 @@ def recover(request):
     since, until = choice.cleaned_data["since"], choice.cleaned_data["until"]
     events = services.recoverable(partner, since, until)
     ids = list(events.values_list("event_id", flat=True)[: services.RECOVER_CAP + 1])
-    current = fingerprint(ids)
+    current = set_version(ids)
     status = 200
     if request.method == "POST":
         form = ConfirmForm(request.POST)

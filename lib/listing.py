@@ -43,7 +43,8 @@ class Listing:
 
 def show_list(request, listing):
     """One page of ``listing`` under the request's filters, or all of it as CSV."""
-    filterset = listing.filterset(request.GET, queryset=listing.queryset())
+    # The request goes along for filters that read who is asking ("my runs").
+    filterset = listing.filterset(request.GET, queryset=listing.queryset(), request=request)
     page_form = PageForm(request.GET, listing=listing)
     page_form.is_valid()  # a bad cursor or page size falls back; the form says so
     after = page_form.cleaned_data.get("after")

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.permissions import Action, can
-from actions.services import Refused, fingerprint, request_run
+from actions.services import Refused, request_run, set_version
 from audit import log as audit
 from audit.models import Entry
 from lib.formats import utc_text
@@ -33,7 +33,7 @@ def request_bulk(user, action, transact_ids, *, key, reason, drawn, filters):
     target names the set as drawn, so a resubmitted form matches its run
     even after the run has moved trades out of the queue.
     """
-    current = fingerprint(transact_ids)
+    current = set_version(transact_ids)
     if len(transact_ids) > BULK_CAP:
         raise Refused(f"More than {BULK_CAP:,} trades match: narrow the filters. Nothing was run.")
     if not transact_ids and drawn == current:

@@ -125,7 +125,9 @@ def last_polls(transact_ids):
         .values("pk")[:1]
     )
     pks = Trade.objects.filter(transact_id__in=transact_ids).values(newest=Subquery(newest))
-    polls = WebhookEvent.objects.filter(pk__in=pks).only("subject_id", "type", "created_at")
+    polls = WebhookEvent.objects.filter(pk__in=pks).only(
+        "event_id", "subject_id", "type", "created_at"
+    )
     return {event.subject_id: event for event in polls}
 
 

@@ -165,7 +165,7 @@ def _bulk(request, *, confirming):
     word = choice.cleaned_data["action"]
     action = BULK_ACTIONS[word]
     ids = list(filterset.qs.values_list("transact_id", flat=True)[: services.BULK_CAP + 1])
-    current = services.fingerprint(ids)
+    current = services.set_version(ids)
     status = 200
     if confirming:
         form = ConfirmForm(request.POST)

@@ -39,3 +39,16 @@ class ScheduledRunFactory(factory.django.DjangoModelFactory):
     action = Action.BULK_REPOLL
     target = "3 stuck trades (scheduled)"
     params = factory.LazyFunction(lambda: {"scheduled": True, "targets": []})
+
+
+class RunFactory(factory.django.DjangoModelFactory):
+    """A re-poll someone confirmed; ``user`` is required."""
+
+    class Meta:
+        model = Run
+
+    key = factory.Sequence(lambda n: f"run-key-{n:012d}")
+    action = Action.TRADE_REPOLL
+    target = factory.Sequence(lambda n: f"pt_live_RUN{n:03d}")
+    reason = "ticket 12"
+    state = Run.State.DONE

@@ -275,3 +275,64 @@ def test_operations_reads_a_partner_s_delivery_health_and_dry_runs_a_recovery_on
     page.wait_for_url("**/deliveries/recover?*")
     assert int(page.locator("#dry-run-count").inner_text()) == failing.count()
     assert page.locator("#confirm-button").is_visible()
+
+
+def test_an_agent_on_a_phone_opens_an_event_and_the_runs_without_sideways_scrolling(
+    page, live_server, network, operations_user
+):
+    from actions.models import FailedItem
+    from audit import log as audit
+    from records.models import WebhookEvent
+    from tests.factories import RunFactory
+
+    event = WebhookEvent.objects.order_by("-created_at", "-id").first()  # atop the list
+    run = RunFactory(
+        user=operations_user,
+        action="bulk.repoll",
+        target="3 stuck trades",
+        state="failed",
+        total=3,
+        failed=3,
+    )
+    for transact_id in ("pt_live_PHONE1", "pt_live_PHONE2", "pt_live_PHONE3"):
+        FailedItem.objects.create(run=run, target=transact_id)
+        audit.record(
+            actor=operations_user,
+            action="bulk.repoll",
+            target=transact_id,
+            reason="ticket 5",
+            result="failed",
+            detail="gave up after 4 tries: 500 from 0Pools",
+            run_id=run.pk,
+        )
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, live_server, operations_user)
+
+    def fits():
+        """Every card of the page inside the phone's width (wide tables scroll in their box)."""
+        right = page.evaluate(
+            "() => Math.max(...[...document.querySelectorAll('main .card')]"
+            ".map(card => card.getBoundingClientRect().right))"
+        )
+        return 0 < right <= 390
+
+    page.goto(f"{live_server.url}/events/")
+    page.click(f"a[href='/events/{event.event_id}/']")
+    page.wait_for_url(f"{live_server.url}/events/{event.event_id}/")
+    assert page.locator("#event-payload").is_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "event-390.png"), full_page=True)
+    assert fits()
+
+    page.goto(f"{live_server.url}/runs/")
+    page.click(f"a[href='/actions/runs/{run.pk}/']")
+    page.wait_for_url(f"{live_server.url}/actions/runs/{run.pk}/")
+    assert page.locator("rect.bar-failed").get_attribute("width") == "100.00"
+    assert page.locator("#retry-button").is_visible()
+    page.screenshot(path=str(ARTIFACTS / "failed-run-390.png"), full_page=True)
+    assert fits()
+
+    page.click("#retry-button")
+    page.wait_for_url(f"{live_server.url}/actions/runs/{run.pk}/retry")
+    assert "pt_live_PHONE1" in page.locator("ul.what").inner_text()
+    assert fits()

@@ -103,7 +103,7 @@ def test_a_form_with_a_bad_csrf_token_says_why_in_the_layout(support_user):
     [
         ("/orders/ptn_acme/order_0000/", "There is no order order_0000 of partner ptn_acme."),
         ("/trades/pt_live_NOPE/repoll", "There is no trade pt_live_NOPE."),
-        ("/events/evt_NOPE1/replay", "There is no webhook event evt_NOPE1."),
+        ("/events/evt_NOPE1/replay", "No event evt_NOPE1 is stored here."),
         ("/actions/runs/987654/", "There is no run 987654."),
         ("/no/such/page", "There is nothing at /no/such/page."),
     ],
