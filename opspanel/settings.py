@@ -199,7 +199,12 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / ".data" / "static"
 # Locally and in tests whitenoise serves straight from static/ (no collectstatic).
 WHITENOISE_USE_FINDERS = True
-WHITENOISE_AUTOREFRESH = DEBUG or TESTING
+# Autorefresh re-reads static/ on every request: for editing CSS locally only.
+# Tests serve from the finders with the file list built once (no collectstatic,
+# so no STATIC_ROOT for whitenoise to look in).
+WHITENOISE_AUTOREFRESH = DEBUG
+if TESTING:
+    STATIC_ROOT = None
 
 # Celery. Unset broker: the same PostgreSQL through kombu's SQLAlchemy
 # transport, so a bare laptop needs no broker server.

@@ -1,13 +1,11 @@
 """The one order timeline: state, clocks, merged history, flags, summary, JSON, live refresh."""
 
 import html
-import io
 import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin, urlsplit
 
 import pytest
-from django.core.management import call_command
 
 from audit import log as audit
 from opspanel.celery import app
@@ -21,12 +19,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def scenarios(tmp_path):
-    """The sandbox's named scenario orders (and 20 random ones), imported."""
-    path = tmp_path / "scenarios.ndjson"
-    call_command("sandbox", "generate", "--orders", "20", "--seed", "5", "--out", str(path))
-    call_command("import_events", str(path), stdout=io.StringIO())
-    return path
+def scenarios(network, sandbox_file):
+    """The sandbox's named scenario orders (and 20 random ones), imported; the file."""
+    return sandbox_file(20, 5)
 
 
 def timeline(support, reference, partner="ptn_acme"):
