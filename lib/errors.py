@@ -22,6 +22,7 @@ from django.core.exceptions import DisallowedHost
 from django.http import Http404, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts.permissions import NotAllowed
@@ -98,7 +99,10 @@ def error_page(request, status, reason, *, more=(), minimal=False):
     user, session, messages or CSRF token: nothing that reads the database).
     """
     if wants_json(request):
-        return JsonResponse({"error": reason}, status=status)
+        response = JsonResponse({"error": reason}, status=status)
+        # The same address answers a page to a browser: caches must tell them apart.
+        patch_vary_headers(response, ["Accept"])
+        return response
     home = reverse("lookup:home")
     context = {
         "status": status,
@@ -110,7 +114,9 @@ def error_page(request, status, reason, *, more=(), minimal=False):
         "home": home,
     }
     body = render_to_string("errors/error.html", context, None if minimal else request)
-    return HttpResponse(body, status=status)
+    response = HttpResponse(body, status=status)
+    patch_vary_headers(response, ["Accept"])
+    return response
 
 
 # --- the handlers ---------------------------------------------------------------

@@ -326,3 +326,12 @@ def no_role_client():
     client = Client()
     client.force_login(UserFactory(role=None))
     return client
+
+
+def test_an_error_says_its_answer_depends_on_accept(support):
+    page = support.get("/orders/ptn_acme/no_such_order/")
+    as_json = support.get("/orders/ptn_acme/no_such_order/", headers={"Accept": "application/json"})
+
+    assert "Accept" in page["Vary"] and "Accept" in as_json["Vary"]
+    assert page["Content-Type"].startswith("text/html")
+    assert as_json["Content-Type"] == "application/json"
