@@ -18,7 +18,7 @@ from actions.services import new_key, set_version
 from actions.views import submit
 from lib.formats import rfc3339
 from partners.models import SigningSecret
-from records.models import FAILING_STREAK
+from records.querysets import FAILING_STREAK
 
 from . import charts, health, services
 from .forms import HealthForm, RecoverForm

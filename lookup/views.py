@@ -7,7 +7,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import Read, require
-from records.models import FAILING_STREAK, Partner, RejectedDelivery, Trade, WebhookEvent
+from records.models import Partner, RejectedDelivery, Trade, WebhookEvent
+from records.querysets import FAILING_STREAK
 
 from . import search
 from .forms import SearchForm
