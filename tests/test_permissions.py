@@ -142,3 +142,85 @@ def test_an_address_with_a_nul_is_404_not_a_500(support, url):
 )
 def test_a_nul_in_a_filter_is_400_not_a_500(support, url):
     assert support.get(url).status_code == 400
+
+
+# --- the sweep: every route, every kind of visitor, one table ------------------
+#
+# For each route: the address tried, the method, and what each visitor gets.
+# "in" means the guard lets the visitor through (the view then answers as it
+# would: 200, or 404 for an id nobody stored, or 405 for a GET of a POST);
+# "403" is the guard refusing; "login" is the sign-in redirect; "public" is
+# the same answer signed in or not. A route without a row fails the sweep.
+IN, NO, LOGIN = "in", "403", "login"
+READ = {"anonymous": LOGIN, "no role": NO, "support": IN, "operations": IN, "admin": IN}
+OPERATE = {"anonymous": LOGIN, "no role": NO, "support": NO, "operations": IN, "admin": IN}
+SWEEP = {
+    "login": ("GET", "/accounts/login/", dict.fromkeys(READ, "public")),
+    "healthz": ("GET", "/healthz", dict.fromkeys(READ, "public")),
+    "webhook": ("POST", "/webhooks/0pools", dict.fromkeys(READ, "public")),
+    # Signed in or not, role or not: signed out, and sent to sign in.
+    "logout": ("POST", "/accounts/logout/", dict.fromkeys(READ, LOGIN)),
+    "lookup:home": ("GET", "/", READ),
+    "lookup:search": ("GET", "/search?q=pt_live_abc123", READ),
+    "lookup:id": ("GET", "/id/pt_live_abc123", READ),
+    "timeline:order": ("GET", "/orders/ptn_acme/order_1/", READ),
+    "timeline:order_by_reference": ("GET", "/orders/ptn_acme/?reference=..", READ),
+    "browse:orders": ("GET", "/orders/?format=csv", READ),
+    "browse:trades": ("GET", "/trades/", READ),
+    "browse:events": ("GET", "/events/", READ),
+    "browse:event": ("GET", "/events/evt_abc123/?format=json", READ),
+    "browse:ledger": ("GET", "/ledger/", READ),
+    "actions:repoll": ("POST", "/trades/pt_live_abc123/repoll", READ),
+    "actions:replay_latest": ("GET", "/trades/pt_live_abc123/replay-latest", READ),
+    "actions:replay": ("POST", "/events/evt_abc123/replay", READ),
+    "actions:run": ("GET", "/actions/runs/1/", READ),
+    "actions:runs": ("GET", "/runs/", READ),
+    "actions:retry": ("POST", "/actions/runs/1/retry", OPERATE),
+    "queues:stuck": ("GET", "/queues/stuck", READ),
+    "queues:bulk": ("POST", "/queues/stuck/bulk", OPERATE),
+    "queues:bulk_confirm": ("POST", "/queues/stuck/bulk/confirm", OPERATE),
+    "queues:claim": ("POST", "/queues/stuck/pt_live_abc123/claim", OPERATE),
+    "queues:unclaim": ("POST", "/queues/stuck/pt_live_abc123/unclaim", OPERATE),
+    "queues:pool_sla": ("GET", "/pools/EUR-USDT/sla", OPERATE),
+    "deliveries:health": ("GET", "/deliveries/", READ),
+    "deliveries:recover": ("POST", "/deliveries/recover", OPERATE),
+    "audit:list": ("GET", "/audit/?format=csv", READ),
+}
+VISITORS = ["anonymous", "no role", "support", "operations", "admin"]
+
+
+def test_the_sweep_has_a_row_for_every_route():
+    assert set(SWEEP) == {name for name, _ in routes()}
+    assert all(resolve(url.split("?")[0]).view_name == name for name, (_, url, _) in SWEEP.items())
+
+
+def answer(client, method, url):
+    return client.post(url, {"reason": "sweep"}) if method == "POST" else client.get(url)
+
+
+@pytest.mark.parametrize("name", sorted(SWEEP))
+def test_every_route_answers_each_visitor_as_the_table_says(client, name):
+    method, url, expected = SWEEP[name]
+    users = {
+        "no role": UserFactory(role=None),
+        "support": UserFactory(role="support"),
+        "operations": UserFactory(role="operations"),
+        "admin": UserFactory(role="admin"),
+    }
+    anonymous = answer(client, method, url).status_code
+    got = {}
+    for visitor in VISITORS:
+        client.logout()
+        if visitor != "anonymous":
+            client.force_login(users[visitor])
+        response = answer(client, method, url)
+        status = response.status_code
+        if expected[visitor] == "public":
+            got[visitor] = "public" if status == anonymous else status
+        elif status == 302 and "/accounts/login/" in response["Location"]:
+            got[visitor] = LOGIN
+        elif status == 403:
+            got[visitor] = NO
+        else:
+            got[visitor] = IN
+    assert got == expected
