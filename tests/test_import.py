@@ -1,11 +1,13 @@
 """manage.py import_events: bad lines reported by number, the rest imported, re-import a no-op."""
 
 import gzip
+import io
 import subprocess
 import sys
 
 import pytest
 from django.conf import settings
+from django.core.management import CommandError, call_command
 
 from records.models import (
     DeliveryAttempt,
@@ -253,3 +255,16 @@ def test_a_waiting_id_gives_way_to_the_row_that_knows_its_order(tmp_path):
     rows = list(Identifier.objects.filter(value="ledger_twin_1"))
     assert len(rows) == 1
     assert rows[0].order == Trade.objects.get(transact_id="pt_live_TWIN1").order
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x1f\x8b not gzip at all\n", gzip.compress(b'{"id": "evt_1"}\n' * 50)[:-12]],
+    ids=["magic-only", "cut-short"],
+)
+def test_a_broken_gzip_file_is_a_clear_error_not_a_traceback(tmp_path, content):
+    path = tmp_path / "events.ndjson.gz"
+    path.write_bytes(content)
+
+    with pytest.raises(CommandError, match="the gzip stream is broken"):
+        call_command("import_events", str(path), stdout=io.StringIO(), stderr=io.StringIO())

@@ -9,6 +9,7 @@ import gzip
 import os
 import sys
 import time
+import zlib
 from contextlib import contextmanager, nullcontext
 
 import orjson
@@ -47,10 +48,21 @@ class Command(BaseCommand):
         show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
         counts = {"imported": 0, "duplicates": 0, "rejected": 0}
         started = time.perf_counter()
+        broken = None
         with stream, raw or nullcontext(), _progress(show, raw, total) as tick:
             batch = []
             number = 0
-            for number, line in enumerate(stream, start=1):
+            lines = enumerate(stream, start=1)
+            while True:
+                try:
+                    number, line = next(lines)
+                except StopIteration:
+                    break
+                except (EOFError, OSError, zlib.error) as exc:
+                    # A gzip file cut short, or one that only starts like gzip:
+                    # what came before is imported, and the command says where.
+                    broken = f"line {number + 1}: the gzip stream is broken ({exc})"
+                    break
                 if number % 1000 == 0:
                     tick(number)
                 if not line.strip():
@@ -82,6 +94,8 @@ class Command(BaseCommand):
         )
         if options["verbosity"] > 1:
             self.stderr.write(f"{total_seen / elapsed:,.0f} events/s over {elapsed:.1f}s")
+        if broken:
+            raise CommandError(f"{broken}; the {number} lines before it were read")
         if counts["rejected"]:
             sys.exit(1)
 
