@@ -1,5 +1,6 @@
 """Start-up guards: what the panel refuses to start with."""
 
+import re
 import subprocess
 import sys
 
@@ -9,9 +10,9 @@ from django.core.checks import run_checks
 from tests.conftest import SECRET
 
 
-def _manage_check(env):
+def _manage_check(env, *options):
     return subprocess.run(
-        [sys.executable, "manage.py", "check"],
+        [sys.executable, "manage.py", "check", *options],
         env={"PATH": "/usr/bin:/bin", "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", **env},
         cwd=settings.BASE_DIR,
         capture_output=True,
@@ -56,3 +57,31 @@ def test_every_setting_read_from_the_environment_is_in_the_readme():
 
     assert read, "the pattern no longer finds the settings"
     assert undocumented == set()
+
+
+PRODUCTION = {
+    "SECRET_KEY": "a-production-secret-key-" + "x" * 40,
+    "OPOOLS_WEBHOOK_SECRETS": SECRET,
+    "ALLOWED_HOSTS": "panel.example",
+}
+
+
+def test_check_deploy_warns_only_about_the_two_tls_settings_the_readme_explains():
+    result = _manage_check(PRODUCTION, "--deploy")
+    warned = set(re.findall(r"\((security\.[A-Z]\d+)\)", result.stderr + result.stdout))
+
+    assert warned == {"security.W004", "security.W008"}
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    assert "check --deploy" in readme and "W004" in readme and "W008" in readme
+
+
+def test_with_tls_redirect_and_hsts_set_only_the_domain_wide_hsts_choices_remain():
+    tls = {"SECURE_SSL_REDIRECT": "1", "SECURE_HSTS_SECONDS": "31536000"}
+
+    result = _manage_check(PRODUCTION | tls, "--deploy")
+    warned = set(re.findall(r"\((security\.[A-Z]\d+)\)", result.stderr + result.stdout))
+
+    assert result.returncode == 0, result.stderr
+    assert warned == {"security.W005", "security.W021"}
+    readme = (settings.BASE_DIR / "README.md").read_text()
+    assert "W005" in readme and "W021" in readme
