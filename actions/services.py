@@ -26,6 +26,7 @@ from audit import log as audit
 from audit.models import Entry
 from ingest import pipeline
 from ingest.contract import ContractError, parse_envelope
+from lib.formats import rfc3339
 from outbound.guard import guarded_client
 from outbound.signing import deliver
 from partners.models import SigningSecret
@@ -309,7 +310,7 @@ def _poll_envelope(transact_id, trade):
     raw = {
         "id": "evt_poll" + secrets.token_hex(12),
         "type": f"trade.{status}",
-        "createdAt": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "createdAt": rfc3339(timezone.now().replace(microsecond=0)),
         "livemode": transact_id.startswith("pt_live_"),
         "data": trade,
     }

@@ -224,27 +224,21 @@ def relink_waiting(limit=1000):
     uncommitted trade) misses it. The sweep calls this to catch those.
     Returns how many link keys were looked at.
     """
-    keys = [
-        key
-        for (key,) in execute(
-            SQL("""
-            SELECT DISTINCT link_key FROM {events}
-             WHERE order_id IS NULL AND link_key <> '' LIMIT %b
-            """).format(events=table(WebhookEvent)),
-            [limit],
-        )
-    ] + [
-        key
-        for (key,) in execute(
-            SQL("""
-            SELECT DISTINCT link_key FROM {identifiers}
-             WHERE order_id IS NULL AND link_key <> '' LIMIT %b
-            """).format(identifiers=table(Identifier)),
-            [limit],
-        )
-    ]
+    # Events and identifier rows wait the same way (order null, a link key).
+    keys = sorted(
+        {
+            key
+            for waiting in (WebhookEvent, Identifier)
+            for (key,) in execute(
+                SQL("""
+                SELECT DISTINCT link_key FROM {waiting}
+                 WHERE order_id IS NULL AND link_key <> '' LIMIT %b
+                """).format(waiting=table(waiting)),
+                [limit],
+            )
+        }
+    )
     if keys:
-        keys = sorted(set(keys))
         with transaction.atomic():
             link_late_arrivals(
                 [k for k in keys if k.startswith("pt_")], [k for k in keys if k.startswith("evt_")]

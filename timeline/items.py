@@ -232,7 +232,9 @@ def action_items(entries):
     """Support actions taken on the order, from the audit log."""
     items = []
     for entry in entries:
-        title = f"{_action_title(entry.action)} of {entry.target}"
+        # The vocabulary's title; an action since renamed or retired (the
+        # audit log is append-only) reads as its stored name.
+        title = f"{entry.get_action_display()} of {entry.target}"
         title += f" by {entry.actor_name}" + (f" ({entry.role})" if entry.role else "")
         title += f": {entry.get_result_display()}"
         if entry.before_status or entry.after_status:
@@ -374,15 +376,3 @@ def _poll_line(run, scheduled_answers):
             "lastAt": rfc3339_or_none(last),
         },
     )
-
-
-def _action_title(name):
-    """The action as a person reads it ("Re-poll"), from the one vocabulary.
-
-    An entry the vocabulary does not name (an action since renamed or
-    retired: the audit log is append-only) reads as its stored name.
-    """
-    try:
-        return Action(name).label
-    except ValueError:
-        return name
