@@ -1,7 +1,14 @@
 """Sign-out after idle time (idle: no person at work); nothing a signed-in person
 sees is cached."""
 
+import time
+
 from django.utils.cache import patch_cache_control
+
+# A person's requests move the idle clock at most this often (seconds): staying
+# signed in costs one session write a minute, not one a request.
+TOUCH_EVERY = 60
+TOUCHED = "_idle_touched"
 
 # Elements that poll by themselves (htmx ``every``): their requests are not
 # activity. See templates/timeline/order.html and templates/actions/run.html.
@@ -28,7 +35,10 @@ class IdleTimeoutMiddleware:
 
     Django's SESSION_SAVE_EVERY_REQUEST would extend it on every request,
     htmx polls included, so a tab left on a pending order would never sign
-    out. This does the same minus the polls.
+    out, and would write the session row on every request. This extends it
+    on a person's requests only, and at most once every ``TOUCH_EVERY``
+    seconds: the sign-out comes between ``SESSION_COOKIE_AGE`` and that
+    plus a minute after the last request.
     """
 
     def __init__(self, get_response):
@@ -39,5 +49,7 @@ class IdleTimeoutMiddleware:
         polling = request.headers.get("HX-Request") and request.headers.get("HX-Trigger") in POLLING
         session = getattr(request, "session", None)
         if session is not None and not polling and not session.is_empty():
-            session.modified = True
+            now = int(time.time())
+            if now - session.get(TOUCHED, 0) >= TOUCH_EVERY:
+                session[TOUCHED] = now  # marks it modified: saved, cookie renewed
         return response

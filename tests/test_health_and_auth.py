@@ -115,6 +115,34 @@ def test_htmx_polling_does_not_keep_an_idle_session_alive(client, support_user, 
     assert expiry() > first  # a person's request is
 
 
+def test_staying_signed_in_writes_the_session_at_most_once_a_minute(
+    client, support_user, time_machine
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    time_machine.move_to("2026-11-25 12:00:00Z", tick=False)
+    client.force_login(support_user)
+    client.get("/")
+
+    def session_writes(url):
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code == 200
+        return [
+            q["sql"]
+            for q in queries
+            if q["sql"].startswith("UPDATE") and "django_session" in q["sql"]
+        ]
+
+    time_machine.move_to("2026-11-25 12:00:59Z", tick=False)
+    assert session_writes("/") == []
+    assert session_writes("/orders/") == []
+
+    time_machine.move_to("2026-11-25 12:01:00Z", tick=False)
+    assert len(session_writes("/orders/")) == 1
+    assert session_writes("/") == []
+
+
 def test_nothing_a_signed_in_person_sees_is_cached(client, support_user):
     client.force_login(support_user)
 
