@@ -55,7 +55,8 @@ def close_day(day, *, by, now=None):
     now = now or timezone.now()
     if not is_over(day, now):
         raise NotOver(
-            f"{day.isoformat()} is not over yet: it can be closed from {day + timedelta(days=1)} 00:00 UTC."
+            f"{day.isoformat()} is not over yet: it can be closed from "
+            f"{day + timedelta(days=1)} 00:00 UTC."
         )
     existing = Close.objects.filter(day=day).first()
     if existing:
