@@ -28,22 +28,6 @@ URL = f"/reconciliation/{DAY}"
 UNKNOWN_TRADE_KINDS = {kinds.SETTLEMENT_UNKNOWN_TRADE, kinds.FEE_WITHOUT_TRADE}
 
 
-@pytest.fixture(scope="session")
-def exceptions_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("recon") / "exceptions.ndjson"
-    call_command(
-        "sandbox", "generate", "--orders", "0", "--seed", "7", "--exceptions", "all",
-        "--out", str(path), stdout=io.StringIO(),
-    )  # fmt: skip
-    return path
-
-
-@pytest.fixture
-def exceptions_network(exceptions_file):
-    """The named scenarios and one order per exception kind (``recon_<kind>``), imported."""
-    call_command("import_events", str(exceptions_file), stdout=io.StringIO())
-
-
 def day_json(client, url=URL):
     response = client.get(url, {"format": "json"})
     assert response.status_code == 200
