@@ -39,10 +39,10 @@ MATCH_WINDOW = timedelta(hours=1)
 LONGEST_SLA = timedelta(minutes=1440)
 
 
-def bounds(day):
-    """The UTC day as [start, end)."""
+def bounds(day, days=1):
+    """The UTC day (or ``days`` days from it) as [start, end)."""
     start = datetime.combine(day, time(0), tzinfo=UTC)
-    return start, start + timedelta(days=1)
+    return start, start + timedelta(days=days)
 
 
 @dataclass
@@ -279,14 +279,15 @@ _FIELDS = (
 _ORDER = {kind: n for n, kind in enumerate(kinds.KINDS)}
 
 
-def compute(day, now, *, trades=(), ledgers=()):
+def compute(day, now, *, trades=(), ledgers=(), days=1):
     """The totals and exceptions of ``day`` from the records as they are ``now``.
 
     ``trades`` and ``ledgers`` (transact and ledger ids) are checked too,
     wherever their time falls: the subjects of a closed day's exceptions,
-    so that one the data has fixed since is seen fixed, not gone.
+    so that one the data has fixed since is seen fixed, not gone. ``days``
+    widens the window (the benchmark closes a whole stream as one window).
     """
-    start, end = bounds(day)
+    start, end = bounds(day, days)
     params = {
         "start": start,
         "end": end,
