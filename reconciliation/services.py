@@ -16,6 +16,7 @@ from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from accounts.permissions import Action
@@ -143,7 +144,7 @@ class Item:
         partner, reference = self.facts.get("partnerId"), self.facts.get("partnerReference")
         if partner and reference is not None:
             return order_url(partner, reference)
-        return f"/id/{self.ledger_id or self.transact_id}"
+        return reverse("lookup:id", args=[self.ledger_id or self.transact_id])
 
     @property
     def note(self):
@@ -232,7 +233,15 @@ def day_report(day, now=None):
             if item.key not in live:
                 item.state = FIXED
         known = {item.key for item in snapshot}
-        new = [_item_of_found(f) for f in computed.exceptions if f.key not in known]
+        start, end = bounds(day)
+        # New since the close: found now for the day itself, not for a snapshot
+        # subject whose status has since moved on to another day (that day has it).
+        new = [
+            _item_of_found(f)
+            for f in computed.exceptions
+            if f.key not in known
+            and (f.kind == kinds.RESERVED_PAST_SLA or start <= f.facts["at"] < end)
+        ]
         for item in new:
             item.state = NEW
         report = Report(day, now, close, close.totals, snapshot + new, live_totals=computed.totals)

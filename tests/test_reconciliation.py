@@ -283,3 +283,22 @@ def test_a_day_not_over_cannot_be_closed_and_the_beat_closes_each_finished_day_o
         assert tasks.close_finished_days() == []
     assert sorted(Close.objects.values_list("closed_by", flat=True)) == ["schedule"] * 3
     assert services.days_to_close(datetime(2026, 11, 21, 1, 0, tzinfo=UTC)) == []
+
+
+def test_a_late_entry_that_makes_an_exception_shows_as_new_beside_the_close(support, tmp_path):
+    call_command("close_day", DAY, stdout=io.StringIO())
+    late = envelopes.ledger("ledger_0pools_LATE03", transact_id="pt_live_NOBODY01")
+    late["data"]["postedAt"] = f"{DAY}T12:00:00Z"
+    import_events(tmp_path, late)
+
+    data = day_json(support)
+
+    assert data["closed"] is True and Close.objects.get().exceptions.count() == 0
+    [new] = data["exceptions"]
+    assert (new["kind"], new["subject"], new["state"]) == (
+        kinds.SETTLEMENT_UNKNOWN_TRADE,
+        "ledger_0pools_LATE03",
+        "new",
+    )
+    assert "Not in the close" in new["note"]
+    assert data["lateArrivals"][0]["opens"] == ["ledger_0pools_LATE03"]
