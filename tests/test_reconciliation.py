@@ -6,6 +6,7 @@ import csv
 import io
 from datetime import UTC, date, datetime
 
+import orjson
 import pytest
 import time_machine
 from django.core.management import call_command
@@ -302,3 +303,26 @@ def test_a_late_entry_that_makes_an_exception_shows_as_new_beside_the_close(supp
     )
     assert "Not in the close" in new["note"]
     assert data["lateArrivals"][0]["opens"] == ["ledger_0pools_LATE03"]
+
+
+def generate(*args):
+    out = io.StringIO()
+    call_command("sandbox", "generate", "--orders", "2", "--seed", "4", *args, stdout=out)
+    return out.getvalue().encode()
+
+
+def test_the_sandbox_switch_adds_one_contract_order_per_kind_asked_and_is_repeatable():
+    from ingest.contract import parse_envelope
+
+    asked = "duplicate_settlement,fee_without_trade"
+    raw = generate("--exceptions", asked)
+
+    assert raw == generate("--exceptions", asked)
+    parsed = [parse_envelope(orjson.loads(line)) for line in raw.splitlines()]
+    references = {p.data.get("partnerReference") for p in parsed} - {None}
+    assert {r for r in references if r.startswith("recon_")} == {
+        "recon_duplicate_settlement",
+        "recon_fee_without_trade",
+    }
+    with pytest.raises(CommandError, match="unknown exception kind"):
+        generate("--exceptions", "no_such_kind")
