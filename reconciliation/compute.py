@@ -100,26 +100,37 @@ day_trades AS MATERIALIZED (
     UNION
     SELECT {_TRADE_COLUMNS} FROM records_trade t WHERE t.transact_id = ANY(%(trades)s)
 ),
-entries AS MATERIALIZED (
-    SELECT l.transact_id, l.ledger_id, l.entry_type, l.amount_value, l.amount_currency,
-           l.posted_at
-    FROM records_ledgerentry l
-    WHERE l.transact_id IN (SELECT transact_id FROM day_trades)
-),
 per_trade AS (
-    SELECT transact_id,
-           count(*) FILTER (WHERE entry_type = 'settlement') AS settlements,
-           array_agg(ledger_id ORDER BY posted_at, ledger_id)
-               FILTER (WHERE entry_type = 'settlement') AS settlement_ids,
-           count(*) FILTER (WHERE entry_type = 'fee') AS fees,
-           sum(amount_value) FILTER (WHERE entry_type = 'fee') AS fee_total,
-           count(*) FILTER (WHERE entry_type = 'return') AS returns
-    FROM entries GROUP BY transact_id
+    -- One pass over the trades' entries; a settlement differing from the trade's
+    -- deliver amount is kept in arrays (one element per entry), unnested below.
+    SELECT l.transact_id,
+           count(*) FILTER (WHERE l.entry_type = 'settlement') AS settlements,
+           array_agg(l.ledger_id ORDER BY l.posted_at, l.ledger_id)
+               FILTER (WHERE l.entry_type = 'settlement') AS settlement_ids,
+           count(*) FILTER (WHERE l.entry_type = 'fee') AS fees,
+           sum(l.amount_value) FILTER (WHERE l.entry_type = 'fee') AS fee_total,
+           count(*) FILTER (WHERE l.entry_type = 'return') AS returns,
+           array_agg(l.ledger_id ORDER BY l.posted_at, l.ledger_id) FILTER (WHERE l.differs)
+               AS differing_ids,
+           array_agg(l.amount_value ORDER BY l.posted_at, l.ledger_id) FILTER (WHERE l.differs)
+               AS differing_values,
+           array_agg(l.amount_currency::text ORDER BY l.posted_at, l.ledger_id)
+               FILTER (WHERE l.differs) AS differing_currencies,
+           array_agg(l.posted_at ORDER BY l.posted_at, l.ledger_id) FILTER (WHERE l.differs)
+               AS differing_times
+    FROM (
+        SELECT l.*, l.entry_type = 'settlement'
+               AND (l.amount_value, l.amount_currency::text)
+                   IS DISTINCT FROM (d.deliver_value, d.deliver_currency::text) AS differs
+        FROM records_ledgerentry l JOIN day_trades d ON d.transact_id = l.transact_id
+    ) l
+    GROUP BY l.transact_id
 ),
 trades AS (
     SELECT d.*, o.partner_id AS partner_pk, p.partner_id AS partner, o.partner_reference,
            pl.pool_id AS pool, coalesce(pt.settlements, 0) AS settlements, pt.settlement_ids,
-           coalesce(pt.fees, 0) AS fees, pt.fee_total, coalesce(pt.returns, 0) AS returns
+           coalesce(pt.fees, 0) AS fees, pt.fee_total, coalesce(pt.returns, 0) AS returns,
+           pt.differing_ids, pt.differing_values, pt.differing_currencies, pt.differing_times
     FROM day_trades d
     JOIN records_order o ON o.id = d.order_id
     JOIN records_partner p ON p.id = o.partner_id
@@ -181,10 +192,10 @@ UNION ALL
 SELECT 'settlement_amount_mismatch', e.ledger_id, t.transact_id, e.ledger_id, t.partner,
        t.partner_reference, t.pool, t.status, e.posted_at, t.deliver_value, t.deliver_currency,
        e.amount_value, e.amount_currency, 0, NULL, NULL, t.fee_bps, NULL, 'settlement'
-FROM trades t JOIN entries e ON e.transact_id = t.transact_id AND e.entry_type = 'settlement'
-WHERE t.status IN ('settled', 'returned')
-  AND (e.amount_value, e.amount_currency::text)
-      IS DISTINCT FROM (t.deliver_value, t.deliver_currency::text)
+FROM trades t,
+     unnest(t.differing_ids, t.differing_values, t.differing_currencies, t.differing_times)
+         AS e(ledger_id, amount_value, amount_currency, posted_at)
+WHERE t.status IN ('settled', 'returned') AND t.differing_ids IS NOT NULL
 
 UNION ALL
 SELECT 'duplicate_settlement', t.transact_id, t.transact_id, NULL, t.partner,
