@@ -29,6 +29,8 @@ class Action(models.TextChoices):
     POOL_SLA = "pool.sla", "Pool SLA change"
     PARTNER_SET_ENDPOINT = "partner.set_endpoint", "Endpoint change"
     PARTNER_ROTATE_SECRET = "partner.rotate_secret", "Secret rotation"
+    RECON_RESOLVE = "recon.resolve", "Reconciliation exception resolved"
+    RECON_IGNORE = "recon.ignore", "Reconciliation exception ignored"
 
 
 class Read(models.TextChoices):
@@ -39,6 +41,7 @@ class Read(models.TextChoices):
     AUDIT = "read.audit", "the audit log"
     RUN = "read.run", "the guarded runs and their progress"
     DELIVERIES = "read.deliveries", "delivery health"
+    RECONCILIATION = "read.reconciliation", "the daily close and its exceptions"
 
 
 EVERYONE = frozenset({SUPPORT, OPERATIONS, ADMIN})
@@ -62,6 +65,10 @@ MATRIX = {
     Action.POOL_SLA: {OPERATIONS, ADMIN},
     Action.PARTNER_SET_ENDPOINT: {ADMIN},
     Action.PARTNER_ROTATE_SECRET: {ADMIN},
+    # The daily close: support reads it, operations work its exceptions.
+    Read.RECONCILIATION: EVERYONE,
+    Action.RECON_RESOLVE: {OPERATIONS, ADMIN},
+    Action.RECON_IGNORE: {OPERATIONS, ADMIN},
 }
 
 
@@ -84,6 +91,9 @@ MAY_NOT = {
     Action.POOL_SLA: "change a pool's SLA",
     Action.PARTNER_SET_ENDPOINT: "change a partner's webhook endpoint",
     Action.PARTNER_ROTATE_SECRET: "rotate a partner's signing secret",
+    Read.RECONCILIATION: "see the daily close",
+    Action.RECON_RESOLVE: "resolve reconciliation exceptions",
+    Action.RECON_IGNORE: "ignore reconciliation exceptions",
 }
 
 

@@ -16,6 +16,10 @@ pages     p50/p99 and queries of /id/<value>, the order timeline and the
 bulk      a bulk re-poll of every stuck trade against the sandbox upstream
           on loopback (same network, same seed), against plain GETs of the
           sandbox's /healthz over the same loopback (the HTTP floor).
+close     the daily close (reconciliation) over the whole imported stream
+          as one window (every trade and ledger entry of the N events), and
+          each of its UTC days closed for real, against reading the same
+          trade and ledger rows once (SELECT *, fetched).
 """
 
 import argparse
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -207,6 +212,67 @@ def bench_bulk(orders):
         server.stop()
 
 
+def _best_of(runs, fn):
+    best, result = None, None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = fn()
+        took = time.perf_counter() - started
+        best = took if best is None else min(best, took)
+    return best, result
+
+
+def bench_close(events):
+    from django.db import connection
+    from django.db.models import Max, Min
+    from django.utils import timezone
+
+    from reconciliation.compute import bounds, compute
+    from reconciliation.services import close_day
+    from records.models import Trade
+
+    span = Trade.objects.aggregate(first=Min("status_at"), last=Max("status_at"))
+    first, last = span["first"].date(), span["last"].date()
+    days = (last - first).days + 1
+    start, end = bounds(first, days)
+    now = timezone.now()
+
+    def read_rows():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT * FROM records_trade WHERE status_at >= %s AND status_at < %s", [start, end]
+            )
+            trades = len(cursor.fetchall())
+            cursor.execute(
+                "SELECT * FROM records_ledgerentry WHERE posted_at >= %s AND posted_at < %s",
+                [start, end],
+            )
+            return trades, len(cursor.fetchall())
+
+    baseline, (trades, entries) = _best_of(3, read_rows)
+    say(
+        f"baseline: read {trades:,} trades + {entries:,} ledger entries once"
+        f"  {baseline * 1000:8.0f} ms  ({events:,} events, {first} to {last}, {days} UTC days)"
+    )
+    took, computed = _best_of(3, lambda: compute(first, now, days=days))
+    say(
+        f"close of all {events:,} events as one window {took * 1000:8.0f} ms"
+        f"  = {took / baseline:.1f}x the baseline; {len(computed.exceptions):,} exceptions,"
+        f" {sum(row['trades'] for row in computed.totals):,} trades in the totals"
+    )
+    per_day = []
+    for n in range(days):
+        day = first + timedelta(days=n)
+        started = time.perf_counter()
+        close, _ = close_day(day, by="bench", now=now)
+        per_day.append((time.perf_counter() - started, day, close.exceptions.count()))
+    slowest = max(per_day)
+    say(
+        f"close_day, each of the {days} days        slowest {slowest[0] * 1000:6.0f} ms"
+        f" ({slowest[1]}, {slowest[2]} exceptions), all {sum(t for t, _, _ in per_day):.2f}s"
+    )
+
+
 def bench_webhook(url, total, concurrency):
     import httpx
     import orjson
@@ -305,7 +371,7 @@ def main():
     parser.add_argument("--webhooks", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--only", choices=["import", "webhook", "pages", "bulk"])
+    parser.add_argument("--only", choices=["import", "webhook", "pages", "bulk", "close"])
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL")
@@ -329,12 +395,14 @@ def main():
             f"broker: {settings.CELERY_BROKER_URL.split('://')[0]}; "
             f"python {sys.version.split()[0]}; {os.cpu_count()} cores"
         )
-        if args.only in (None, "import", "pages", "bulk"):
-            bench_import(args.events)
+        if args.only in (None, "import", "pages", "bulk", "close"):
+            count = bench_import(args.events)
         if args.only in (None, "pages"):
             bench_pages(args.samples)
         if args.only in (None, "bulk"):
             bench_bulk(max(1, int(args.events / 8.4)))
+        if args.only in (None, "close"):
+            bench_close(count)
         if args.only in (None, "webhook"):
             bench_webhook(url, args.webhooks, args.concurrency)
     finally:

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "actions",
     "queues",
     "deliveries",
+    "reconciliation",
     "sandbox",
 ]
 
@@ -248,7 +249,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "actions.tasks.resume_stalled_runs",
         "schedule": 300.0,
     },
+    "close-finished-days": {
+        "task": "reconciliation.tasks.close_finished_days",
+        "schedule": 900.0,
+    },
 }
+# The daily close: a day is closed this long after it ends (late records land
+# first), and the beat catches up on this many days it missed.
+OPSPANEL_CLOSE_GRACE_MINUTES = int(env("OPSPANEL_CLOSE_GRACE_MINUTES", "30"))
+OPSPANEL_CLOSE_CATCH_UP_DAYS = int(env("OPSPANEL_CLOSE_CATCH_UP_DAYS", "7"))
 
 # 0Pools
 OPOOLS_WEBHOOK_SECRETS = env_list("OPOOLS_WEBHOOK_SECRETS")

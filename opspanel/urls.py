@@ -21,5 +21,6 @@ urlpatterns = [
     path("", include("actions.urls")),
     path("", include("queues.urls")),
     path("", include("deliveries.urls")),
+    path("", include("reconciliation.urls")),
     path("", include("audit.urls")),
 ]

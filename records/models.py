@@ -170,6 +170,9 @@ class Trade(models.Model):
             # The trades list (browse): ORDER BY created_at DESC, id DESC LIMIT n,
             # keyset: WHERE created_at <= %s AND (created_at < %s OR id < %s).
             models.Index(fields=["created_at", "id"], name="trade_created_idx"),
+            # The daily close (reconciliation): the trades whose current status
+            # happened in a day, WHERE status_at >= %s AND status_at < %s.
+            models.Index(fields=["status_at", "id"], name="trade_status_at_idx"),
         ]
 
     def __str__(self):

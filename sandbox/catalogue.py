@@ -139,3 +139,51 @@ SCENARIO_PLANS = {
     ),
 }
 SCENARIOS = {name: description for name, (description, _) in SCENARIO_PLANS.items()}
+
+
+# The reconciliation exceptions ``--exceptions`` adds, one order each (on
+# ptn_acme live, free of random faults), its partner order id
+# ``recon_<kind>``: kind -> (description, Plan fields). The kinds are those
+# of the daily close (``reconciliation.kinds``; the sandbox never imports it).
+RECON_PLANS = {
+    "settled_without_settlement": (
+        "Settled; no settlement entry was posted (the fee was).",
+        {"outcome": "settled", "ledger": "missing"},
+    ),
+    "settlement_unknown_trade": (
+        "Settled; its settlement was posted under a transactId 0Pools never sent a trade for.",
+        {"outcome": "settled", "ledger": "wrong_id_settlement"},
+    ),
+    "settlement_trade_not_settled": (
+        "Failed, yet a settlement credit was posted for it.",
+        {"outcome": "failed", "ledger": "orphan_settlement"},
+    ),
+    "settlement_amount_mismatch": (
+        "Settled; the settlement is in the amount's currency, not the delivered one.",
+        {"outcome": "settled", "ledger": "currency_mismatch"},
+    ),
+    "duplicate_settlement": (
+        "Settled; the settlement was posted twice, under two ledger ids.",
+        {"outcome": "settled", "ledger": "duplicate_settlement"},
+    ),
+    "returned_without_return": (
+        "Settled then returned; the fee reversal was posted, the return entry never.",
+        {"outcome": "returned", "ledger": "no_return"},
+    ),
+    "return_without_returned": (
+        "Settled and never returned, yet a return entry was posted for it.",
+        {"outcome": "settled", "ledger": "orphan_return"},
+    ),
+    "fee_without_trade": (
+        "Settled; a second fee was posted under a transactId 0Pools never sent a trade for.",
+        {"outcome": "settled", "ledger": "orphan_fee"},
+    ),
+    "settled_without_fee": (
+        "Settled with a fee rate; the settlement was posted, the fee never.",
+        {"outcome": "settled", "ledger": "no_fee"},
+    ),
+    "reserved_past_sla": (
+        "Reserved and never resolved: past the pool SLA within the hour.",
+        {"outcome": "stuck"},
+    ),
+}

@@ -260,28 +260,46 @@ class _Run:
 
     def post_settlement(self, trade, settled_at):
         ledger = self.plan.ledger
-        if ledger != "missing":
+        if ledger == "wrong_id_settlement":
+            self.post(trade, "settlement", "credit", trade.deliver, settled_at + 2, unknown=True)
+        elif ledger == "currency_mismatch":
+            currency = self.currency  # the amount's currency, not the delivered one
+            self.post(trade, "settlement", "credit", trade.deliver, settled_at + 2, currency)
+        elif ledger != "missing":
             value = trade.deliver
             if ledger == "mismatch":
                 value -= Decimal(self.rng.randint(1, 99)) / 100
             self.post(trade, "settlement", "credit", value, settled_at + 2)
-        self.post(trade, "fee", "debit", trade.fee, settled_at + 3)
+            if ledger == "duplicate_settlement":
+                self.post(trade, "settlement", "credit", value, settled_at + 5)
+        if ledger != "no_fee":
+            self.post(trade, "fee", "debit", trade.fee, settled_at + 3)
+        if ledger == "orphan_fee":
+            self.post(trade, "fee", "debit", trade.fee, settled_at + 4, unknown=True)
+        if ledger == "orphan_return":
+            self.post(trade, "return", "debit", trade.deliver, settled_at + 600)
 
     def post_return(self, trade, returned_at):
-        self.post(trade, "return", "debit", trade.deliver, returned_at + 2)
+        if self.plan.ledger != "no_return":
+            self.post(trade, "return", "debit", trade.deliver, returned_at + 2)
         if self.plan.ledger != "no_reversal":
             self.post(trade, "reversal", "credit", trade.fee, returned_at + 3)
 
-    def post(self, trade, entry_type, direction, value, at):
+    def post(self, trade, entry_type, direction, value, at, currency=None, unknown=False):
+        """One ledger entry for ``trade``; ``unknown``: under a transactId that
+        names no trade the network ever sent (an entry posted against a wrong id)."""
+        transact_id = trade.transact_id
+        if unknown:
+            transact_id = f"pt_{self.partner.mode}_{self.network.token(12)}"
         data = {
             "object": "ledger_entry",
             "ledgerId": "ledger_0pools_" + self.network.token(10),
-            "transactId": trade.transact_id,
+            "transactId": transact_id,
             "partnerId": self.partner.partner_id,
             "poolId": self.pool.pool_id,
             "entryType": entry_type,
             "direction": direction,
-            "amount": {"value": str(value), "currency": self.deliver_currency},
+            "amount": {"value": str(value), "currency": currency or self.deliver_currency},
             "postedAt": self.network.iso(at),
         }
         self.ledger_sent.append(self.emit("ledger.posted", at, data))
@@ -404,8 +422,12 @@ class _Run:
         }
 
 
-def generate(orders: int, seed: int, start: datetime = DEFAULT_START) -> Iterator[dict]:
-    """Yield the envelopes of the named scenarios plus ``orders`` random orders.
+def generate(
+    orders: int, seed: int, start: datetime = DEFAULT_START, exceptions=()
+) -> Iterator[dict]:
+    """Yield the envelopes of the named scenarios plus ``orders`` random orders
+    (and, after the scenarios, one order per reconciliation exception kind in
+    ``exceptions``: ``sandbox.catalogue.RECON_PLANS``).
 
     Envelopes come in delivery order. An order's events are all delivered at
     or after its start, so a heap of what is in flight can be drained up to
@@ -415,7 +437,7 @@ def generate(orders: int, seed: int, start: datetime = DEFAULT_START) -> Iterato
     network = _Network(rng, start.astimezone(UTC).replace(microsecond=0))
     in_flight = []
     tiebreak = itertools.count()
-    for t0, plan in Planner(rng).schedule(orders):
+    for t0, plan in Planner(rng).schedule(orders, exceptions):
         while in_flight and in_flight[0][0] <= t0:
             yield heapq.heappop(in_flight)[2]
         for sent in _Run(network, plan, t0).play():

@@ -10,7 +10,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from sandbox.catalogue import ACME, PARTNERS, SCENARIO_PLANS, Partner
+from sandbox.catalogue import ACME, PARTNERS, RECON_PLANS, SCENARIO_PLANS, Partner
 
 SCENARIO_SPACING = 300  # seconds between the starts of two named scenarios
 ORDER_SLOT = 30  # each random order starts somewhere in its own slot
@@ -42,7 +42,10 @@ class Plan:
     unavailable_first: bool = False
     idempotent_retry: bool = False
     settled_after_failed: bool = False
-    ledger: str = "ok"  # ok, missing, mismatch, no_reversal, orphan_settlement
+    # ok, missing, mismatch, no_reversal, orphan_settlement; and for --exceptions:
+    # wrong_id_settlement, currency_mismatch, duplicate_settlement, no_return,
+    # orphan_return, orphan_fee, no_fee
+    ledger: str = "ok"
     ledger_first: bool = False
     reserved_late: bool = False
     partner_never_told: bool = False
@@ -56,12 +59,15 @@ class Planner:
     references: dict = field(default_factory=dict)  # partner id -> order ids used
     recent: deque = field(default_factory=lambda: deque(maxlen=50))  # (partner id, order id)
 
-    def schedule(self, orders):
-        """(start offset, plan) of every order, in start order."""
-        self.references[ACME.partner_id] = set(SCENARIO_PLANS)
-        for k, (name, (_, knobs)) in enumerate(SCENARIO_PLANS.items()):
+    def schedule(self, orders, exceptions=()):
+        """(start offset, plan) of every order, in start order: the named scenarios,
+        one order per reconciliation exception kind in ``exceptions``, the random ones."""
+        named = list(SCENARIO_PLANS.items())
+        named += [(f"recon_{kind}", RECON_PLANS[kind]) for kind in exceptions]
+        self.references[ACME.partner_id] = {name for name, _ in named}
+        for k, (name, (_, knobs)) in enumerate(named):
             yield k * SCENARIO_SPACING, Plan(ACME, name, noisy=False, **knobs)
-        first = len(SCENARIO_PLANS) * SCENARIO_SPACING
+        first = len(named) * SCENARIO_SPACING
         end = first + orders * ORDER_SLOT
         for i in range(orders):
             t0 = first + i * ORDER_SLOT + self.rng.randrange(ORDER_SLOT)

@@ -203,3 +203,20 @@ def receiving_partner(upstream):
         f"{upstream.url}/_sandbox/partners/ptn_acme", json={"secrets": [secret], "respond": 200}
     )
     return partner
+
+
+@pytest.fixture(scope="session")
+def exceptions_file(tmp_path_factory):
+    """The named scenarios and one order per reconciliation exception kind, no random order."""
+    path = tmp_path_factory.mktemp("recon") / "exceptions.ndjson"
+    call_command(
+        "sandbox", "generate", "--orders", "0", "--seed", "7", "--exceptions", "all",
+        "--out", str(path), stdout=io.StringIO(),
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture
+def exceptions_network(exceptions_file):
+    """``exceptions_file`` imported: every order plays on 2026-11-20 (UTC)."""
+    call_command("import_events", str(exceptions_file), stdout=io.StringIO())

@@ -378,3 +378,33 @@ def test_an_agent_on_a_phone_opens_an_event_and_the_runs_without_sideways_scroll
     page.wait_for_url(f"{live_server.url}/actions/runs/{run.pk}/retry")
     assert "pt_live_PHONE1" in page.locator("ul.what").inner_text()
     assert fits()
+
+
+def test_operations_resolve_a_reconciliation_exception_on_a_phone(
+    page, live_server, exceptions_network, operations_user
+):
+    from records.models import Trade
+
+    trade = Trade.objects.get(order__partner_reference="recon_settled_without_settlement")
+    item = f'li.recon-item[data-subject="{trade.transact_id}"]'
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, live_server, operations_user)
+
+    page.goto(f"{live_server.url}/reconciliation/2026-11-20")
+    assert page.locator("#close-state").inner_text().startswith("live")
+    assert page.locator("svg.recon-chart g.pool").count() >= 1
+    assert overflow(page) == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "reconciliation-day.png"), full_page=True)
+
+    page.click(f"{item} a.resolve-link")
+    page.fill("textarea[name=reason]", "ticket 4411: settlement posted under a wrong id")
+    page.click("#confirm-button")
+
+    page.wait_for_url("**/reconciliation/2026-11-20")
+    assert "resolved" in page.locator("ul.messages").inner_text()
+    assert page.locator(item).count() == 0
+    page.click("#show-all")
+    assert page.locator(item).get_attribute("data-state") == "resolved"
+    page.goto(live_server.url + trade.order.get_absolute_url())
+    assert page.locator("text=ticket 4411: settlement posted under a wrong id").count() >= 1

@@ -18,7 +18,7 @@ FLOORS = [
     {"audit"},
     {"ingest", "lookup", "timeline", "browse", "partners"},
     {"actions"},
-    {"queues", "deliveries"},
+    {"queues", "deliveries", "reconciliation"},
     {"opspanel"},
 ]
 FLOOR = {app: level for level, apps in enumerate(FLOORS) for app in apps}

@@ -81,6 +81,11 @@ PAGES = [
     "/deliveries/",
     "/deliveries/?partner=ptn_acme",
     "/deliveries/recover?partner=ptn_acme&since=2026-11-20T11:00:00Z",
+    "/reconciliation/",
+    "/reconciliation/2026-11-20",
+    "/reconciliation/2026-11-20?format=csv",
+    "/reconciliation/2026-11-20?format=json",
+    "/reconciliation/2026-11-20/settled_without_fee/pt_live_abc123/work",
 ]
 POSTS = [
     "/trades/pt_live_abc123/repoll",
@@ -92,6 +97,7 @@ POSTS = [
     "/queues/stuck/bulk/confirm",
     "/pools/EUR-USDT/sla",
     "/deliveries/recover",
+    "/reconciliation/2026-11-20/settled_without_fee/pt_live_abc123/work",
 ]
 
 
@@ -185,6 +191,13 @@ SWEEP = {
     "deliveries:health": ("GET", "/deliveries/", READ),
     "deliveries:recover": ("POST", "/deliveries/recover", OPERATE),
     "audit:list": ("GET", "/audit/?format=csv", READ),
+    "reconciliation:index": ("GET", "/reconciliation/", READ),
+    "reconciliation:day": ("GET", "/reconciliation/2026-11-20?format=csv", READ),
+    "reconciliation:work": (
+        "POST",
+        "/reconciliation/2026-11-20/settled_without_fee/pt_live_abc123/work",
+        OPERATE,
+    ),
 }
 VISITORS = ["anonymous", "no role", "support", "operations", "admin"]
 

@@ -26,6 +26,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from lib.formats import rfc3339
 from sandbox import server
+from sandbox.catalogue import RECON_PLANS
 from sandbox.loopback import is_loopback
 from sandbox.network import DEFAULT_START, generate
 
@@ -37,6 +38,17 @@ def _order_count(text):
     if not text.isdigit():
         raise ArgumentTypeError(f"expected a count of 0 or more, got {text!r}")
     return int(text)
+
+
+def _exception_kinds(text):
+    kinds = list(RECON_PLANS) if text == "all" else [k for k in text.split(",") if k]
+    unknown = [k for k in kinds if k not in RECON_PLANS]
+    if unknown or not kinds:
+        raise ArgumentTypeError(
+            f"unknown exception kind {', '.join(unknown) or text!r}; "
+            f"expected all or some of {', '.join(RECON_PLANS)}"
+        )
+    return tuple(dict.fromkeys(kinds))
 
 
 def _port(text):
@@ -86,6 +98,16 @@ class Command(BaseCommand):
         generate_parser.add_argument(
             "--out", type=Path, help="write here instead of stdout; gzipped if it ends in .gz"
         )
+        generate_parser.add_argument(
+            "--exceptions",
+            type=_exception_kinds,
+            default=(),
+            metavar="KIND[,KIND]|all",
+            help=(
+                "after the named scenarios, one order per reconciliation exception kind "
+                f"(partner order id recon_<kind>): {', '.join(RECON_PLANS)}"
+            ),
+        )
 
         serve_parser = actions.add_parser(
             "serve",
@@ -133,8 +155,8 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         getattr(self, f"handle_{action}")(**options)
 
-    def handle_generate(self, *, orders, seed, start, out, **options):
-        chunks = _ndjson_chunks(generate(orders, seed, start))
+    def handle_generate(self, *, orders, seed, start, out, exceptions, **options):
+        chunks = _ndjson_chunks(generate(orders, seed, start, exceptions))
         if out is None:
             for chunk, _ in chunks:
                 self.stdout.write(chunk.decode(), ending="")
