@@ -46,6 +46,7 @@ from django.core.management import call_command
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest
 from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
+from psycopg.types.json import Jsonb
 
 from actions.models import Run
 from audit.models import Entry
@@ -268,6 +269,18 @@ class Sweep:
         if find(CANARY, text):
             self.canary[channel] += 1
 
+    def report(self):
+        """The leaks by channel, a few examples each, naming the planted fields."""
+        channels = defaultdict(list)
+        for where, hits in sorted(self.leaks.items()):
+            channels[where.split(": ", 1)[0]].append((where, hits))
+        lines = [f"the mark leaked in {len(self.leaks)} places:"]
+        for channel, found in channels.items():
+            lines.append(f"  {channel}: {len(found)}")
+            for where, hits in found[:3]:
+                lines.append(f"    {where[:120]}: {sorted(set(hits))[:4]}")
+        return "\n".join(lines)
+
     def response(self, channel, where, response):
         if response.status_code < 400:
             self.reached.add(resolve(response.request["PATH_INFO"]).view_name)
@@ -295,6 +308,14 @@ class _Keep(logging.Handler):
 
     def text(self):
         return "\n".join(self.format(record) for record in self.records)
+
+
+def _whole(value):
+    if isinstance(value, list | tuple):
+        return [_whole(item) for item in value]
+    if isinstance(value, Jsonb):
+        return orjson.dumps(value.obj).decode()
+    return repr(value)
 
 
 @contextmanager
@@ -326,7 +347,8 @@ def every_log(monkeypatch):
 
     def logged(cursor, query, params=None, **options):
         if not type(cursor).__module__.startswith("django"):
-            sql_log.debug("%s; params=%r", query, params)
+            # Whole: psycopg's own repr of a Jsonb parameter cuts it at 40 characters.
+            sql_log.debug("%s; params=%s", query, _whole(params))
         return execute(cursor, query, params, **options)
 
     monkeypatch.setattr(psycopg.Cursor, "execute", logged)
@@ -590,7 +612,8 @@ def test_the_mark_planted_at_every_depth_appears_nowhere(
     every_role = {(name, role) for name in names for role in VISITORS}
     assert every_role == {(name, role) for name, role, _ in visited}
 
-    assert dict(sweep.leaks) == {}
+    if sweep.leaks:
+        pytest.fail(sweep.report(), pytrace=False)
 
 
 def _ingest(client, sweep, plants, by_webhook, by_import, tmp_path):
