@@ -52,7 +52,7 @@ from actions.models import Run
 from audit.models import Entry
 from ingest.contract import EVENT_OBJECTS
 from partners.services import rotate_secret, set_endpoint
-from records.models import Identifier, Partner, Pool, Trade, WebhookEvent
+from records.models import Identifier, Partner, Pool, RejectedDelivery, Trade, WebhookEvent
 from sandbox.network import generate
 from tests import envelopes
 from tests.conftest import OLD_SECRET, sign
@@ -594,6 +594,10 @@ def test_the_mark_planted_at_every_depth_appears_nowhere(
         sweep.look("stored poll", poll.event_id, orjson.dumps(poll.payload))
     for entry in Entry.objects.all():
         sweep.look("audit entry", entry.action, f"{entry.target} {entry.reason} {entry.detail}")
+    # A refused request keeps when, why, the size and a hash, never the body.
+    refusals = RejectedDelivery.objects.all()
+    for refusal in refusals:
+        sweep.look("refusal", refusal.reason, repr(refusal.__dict__))
     for run in Run.objects.all():
         sweep.look("run", run.action, f"{run.target} {run.reason} {run.params}")
     sweep.look("logs", "every logger", logs.text())
@@ -602,6 +606,7 @@ def test_the_mark_planted_at_every_depth_appears_nowhere(
 
     # The checks looked at something, and could see what was there.
     assert b"COPY public.records_webhookevent" in dump
+    assert refusals.count() == 7  # the webhooks refused above, each recorded
     assert polls.count() >= 3 and Entry.objects.count() >= 20 and Run.objects.count() >= 8
     assert len(logs.records) > 1000
     assert sum(kind == "body" for kind, _ in receiver_log) >= 10
