@@ -46,6 +46,7 @@ from django.core.management import call_command
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest
 from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
+from django.urls import path as route_to
 from psycopg.types.json import Jsonb
 
 from actions.models import Run
@@ -908,3 +909,31 @@ def test_a_leak_through_a_test_only_path_is_caught(support):
     assert set(sweep.leaks) == {"page: html", "page: ?format=json"}
     shown = {depth for _, _, depth in sweep.leaks["page: ?format=json"]}
     assert {"envelope", "data, depth 7", "data.statusHistory[]"} <= shown
+
+
+def _new_page(request, secret_name):
+    raise AssertionError("never called")
+
+
+# The panel's routes plus one whose parameter the sweep has no value for.
+urlpatterns = [
+    *get_resolver("opspanel.urls").url_patterns,
+    route_to("partners/<str:secret_name>/", _new_page, name="new_page"),
+]
+
+
+def test_a_route_the_sweep_cannot_fill_fails_it(settings):
+    data = {
+        "references": [],
+        "trades": ["pt_live_9A2"],
+        "events": ["evt_01J4Z9"],
+        "runs": [1],
+        "pools": ["EUR-USDT"],
+        "ids": ["pt_live_9A2"],
+    }
+    assert {name for name, _, _ in urls(data)} == {name for name, _ in routes()}
+
+    settings.ROOT_URLCONF = __name__
+
+    with pytest.raises(AssertionError, match="cannot fill"):
+        urls(data)
