@@ -53,6 +53,7 @@ from actions.models import Run
 from audit.models import Entry
 from ingest.contract import EVENT_OBJECTS
 from partners.services import rotate_secret, set_endpoint
+from reconciliation.models import ClosedException
 from records.models import Identifier, Partner, Pool, RejectedDelivery, Trade, WebhookEvent
 from sandbox.network import generate
 from tests import envelopes
@@ -423,6 +424,9 @@ def fills(data):
         "pk": data["runs"],
         "pool_id": data["pools"],
         "value": data["ids"],
+        "day": data["days"],
+        "kind": [kind for kind, _ in data["exceptions"]],
+        "subject": [subject for _, subject in data["exceptions"]],
     }
 
 
@@ -758,7 +762,25 @@ def _act(client, sweep, plants, upstream):
     assert sla.status_code == 302
     assert wait_for(lambda: all(r.finished for r in Run.objects.all()), timeout=60)
 
+    # Close every day the data touches (the snapshot is stored), then resolve
+    # one exception through its confirm step: the close's rows, its audit entry.
+    days = sorted({moment.date() for moment in Trade.objects.values_list("updated_at", flat=True)})
+    for day in days:
+        call_command("close_day", day.isoformat(), stdout=io.StringIO())
+    closed = ClosedException.objects.select_related("close").order_by("id").first()
+    assert closed is not None, "the sweep's data should give the close an exception"
+    work = f"/reconciliation/{closed.close.day}/{closed.kind}/{closed.subject}/work"
+    step = client.get(work)
+    sweep.response("reconciliation", "confirm", step)
+    fields = dict(re.findall(r'name="(key|drawn)" value="([^"]*)"', step.content.decode()))
+    worked = client.post(work, {**fields, "outcome": "resolved", "reason": "sweep: worked"})
+    sweep.response("reconciliation", "work", worked)
+    assert worked.status_code == 302
+
     return {
+        # The worked exception's day first: the route's first values go together.
+        "days": sorted((day.isoformat() for day in days), key=lambda d: d != str(closed.close.day)),
+        "exceptions": [(closed.kind, closed.subject)],
         "references": ["scn_stuck_reserved", "scn_settled_ok", "cnry_2"],
         "trades": ["pt_live_Cnry1", settled, *stuck],
         "events": [
@@ -930,6 +952,8 @@ def test_a_route_the_sweep_cannot_fill_fails_it(settings):
         "runs": [1],
         "pools": ["EUR-USDT"],
         "ids": ["pt_live_9A2"],
+        "days": ["2026-11-20"],
+        "exceptions": [("settled_without_settlement", "pt_live_9A2")],
     }
     assert {name for name, _, _ in urls(data)} == {name for name, _ in routes()}
 
