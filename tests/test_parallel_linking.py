@@ -11,102 +11,24 @@ the waiting ones to their order.
 """
 
 import itertools
-import threading
 
 import pytest
-from django.db import connection
 
-from ingest import linking, pipeline, tasks
+from ingest import linking, pipeline
 from ingest.contract import parse_envelope
 from records.models import Identifier, Order, WebhookEvent
 from tests import envelopes
+from tests.workers import Worker, applying, pause_in, stored
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-WAIT = 30  # seconds: only a safety net against a hang, never a timing
-_ids = itertools.count(1)
-
-
-class Worker(threading.Thread):
-    """Runs ``work`` in a thread of its own, so on a PostgreSQL connection of its
-    own. With ``pause_after=n`` it stops after its n-th statement through
-    ``ingest.linking.execute``, inside its transaction, until ``resume()``."""
-
-    running = {}  # thread -> Worker, for the hook
-
-    def __init__(self, work, pause_after=None):
-        super().__init__(daemon=True)
-        self.work = work
-        self.pause_after = pause_after
-        self.statements = 0
-        self.stopped = threading.Event()  # paused, or finished
-        self.paused = False
-        self.released = threading.Event()
-        self.error = None
-
-    def run(self):
-        Worker.running[self] = self
-        try:
-            self.work()
-        except Exception as exc:  # reported by finish()
-            self.error = exc
-        finally:
-            Worker.running.pop(self, None)
-            connection.close()
-            self.stopped.set()
-
-    def after_statement(self):
-        self.statements += 1
-        if self.statements == self.pause_after:
-            self.paused = True
-            self.stopped.set()
-            assert self.released.wait(WAIT), "never resumed"
-
-    def start_and_stop(self):
-        """Start; return once it waits at its pause point (True) or has finished (False)."""
-        self.start()
-        assert self.stopped.wait(WAIT), "neither paused nor finished: blocked on a lock?"
-        return self.paused
-
-    def resume(self):
-        self.released.set()
-
-    def finish(self):
-        self.resume()
-        self.join(WAIT)
-        assert not self.is_alive(), "did not finish: blocked on a lock?"
-        if self.error:
-            raise self.error
 
 
 @pytest.fixture(autouse=True)
 def _pause_points(monkeypatch):
-    real = linking.execute
-
-    def execute(sql, params=()):
-        rows = real(sql, params)
-        worker = Worker.running.get(threading.current_thread())
-        if worker is not None:
-            worker.after_statement()
-        return rows
-
-    monkeypatch.setattr(linking, "execute", execute)
+    pause_in(monkeypatch, linking)
 
 
-def stored(envelope):
-    """Store like the webhook does (committed, pending); return the row's pk."""
-    (result,) = pipeline.store([parse_envelope(envelope)], "webhook")
-    return result.pk
-
-
-def applying(pk):
-    """What the Celery task does for one event; raises what it would swallow."""
-
-    def work():
-        assert tasks.process_event(pk) == 1
-        assert WebhookEvent.objects.get(pk=pk).state == "processed"
-
-    return work
+_ids = itertools.count(1)
 
 
 def scenario(kind):
