@@ -91,9 +91,12 @@ def apply_trades(trades, order_pk, pool_pk):
     order the events were stored. New trades are inserted with an empty
     status first so that every trade of the batch can then be locked
     (``FOR UPDATE``, in id order so two workers never deadlock) and moved
-    from the status it really has. Returns {transact id: order pk} and the
-    pks of the events that recorded a status (a ``StatusChange``); an
-    observation of the status the trade already has records nothing.
+    from the status it really has, or, when an event of the trade that
+    arrived later is applied already, recorded again from all its events in
+    arrival order (``_arrived_out_of_order``). Returns {transact id: order
+    pk} and the pks of the events that recorded a status (a
+    ``StatusChange``); an observation of the status the trade already has
+    records nothing.
     """
     if not trades:
         return {}, set()
