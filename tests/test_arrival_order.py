@@ -7,6 +7,8 @@ if they had been applied in the order they arrived: no move is flagged late
 unless its event arrived after a newer status.
 """
 
+import itertools
+
 import pytest
 
 from ingest import linking, pipeline, tasks
@@ -156,3 +158,41 @@ def test_a_worker_that_waited_for_a_newer_status_does_not_call_its_older_one_lat
 
     assert moves() == IN_ORDER[:2]
     assert Trade.objects.get().status == "settled"
+
+
+def test_any_order_of_applying_gives_the_history_of_the_arrival_order(client):
+    def events(n):
+        tid = f"pt_live_PERM{n}"
+        return [
+            envelopes.trade(status, transact_id=tid, reference=f"perm_{n}", at=at, history=h)
+            for status, at, h in [
+                ("reserved", T0, RESERVED),
+                ("settled", T1, SETTLED),
+                ("failed", T1, [*RESERVED, {"status": "failed", "at": T1}]),
+                ("reserved", T0, RESERVED),  # sent again, after the others
+            ]
+        ]
+
+    def history(n):
+        trade = Trade.objects.get(transact_id=f"pt_live_PERM{n}")
+        changes = trade.status_changes.order_by("event_id")
+        return trade.status, [(c.from_status, c.to_status, c.outcome) for c in changes]
+
+    for pk in arrive(client, *events(0)):
+        tasks.process_event(pk)
+    expected = history(0)
+    assert expected == (
+        "settled",
+        [
+            ("", "reserved", "applied"),
+            ("reserved", "settled", "applied"),
+            ("settled", "failed", "illegal"),
+            ("settled", "reserved", "late"),
+        ],
+    )
+
+    for n, order in enumerate(itertools.permutations(range(4)), start=1):
+        pks = [stored(event) for event in events(n)]
+        for i in order:
+            tasks.process_event(pks[i])
+        assert history(n) == expected, order
