@@ -257,19 +257,19 @@ def _arrived_out_of_order(trades):
     ]
     if not behind:
         return {}
-    batch = [pk for tid in behind for pk, _, _ in trades[tid]]
-    history = {tid: [] for tid in behind}
+    # The batch's own events are not processed yet: they join the history here.
+    history = {tid: list(trades[tid]) for tid in behind}
     for pk, subject, source, payload in execute(
         SQL("""
         SELECT id, subject_id, source, payload FROM {events}
-         WHERE (subject_id = ANY(%b) AND type LIKE 'trade.%%' AND state = 'processed')
-            OR id = ANY(%b)
-         ORDER BY id
+         WHERE subject_id = ANY(%b) AND type LIKE 'trade.%%' AND state = 'processed'
         """).format(events=events),
-        [behind, batch],
+        [behind],
     ):
         # Django has psycopg hand jsonb over as text.
         history[subject].append((pk, source, parse_envelope(orjson.loads(payload))))
+    for observations in history.values():
+        observations.sort(key=lambda obs: obs[0])
     recorded_at = dict(
         execute(
             SQL("""
