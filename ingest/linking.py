@@ -19,7 +19,6 @@ from .sql import Insert, Update, execute, table
 IDENTIFIER_INSERT = Insert(Identifier, ("value", "kind", "partner_id", "order_id", "link_key"))
 # A waiting row takes the order its source row (alias s) tells, and stops waiting.
 EVENT_LINKED = Update(WebhookEvent, (("order_id", "s.order_id"), ("link_key", "''")))
-IDENTIFIER_LINKED = Update(Identifier, (("order_id", "s.order_id"), ("link_key", "''")))
 
 
 class Placed(NamedTuple):
@@ -188,30 +187,33 @@ def link_late_arrivals(transact_ids, event_ids):
 
 def _link_identifiers(source, join, keys):
     """Waiting identifier rows whose key now tells an order (``source`` row ``s``
-    found by ``join``): link them, or drop them where a row for that id and
-    order already exists."""
+    found by ``join``) take that order, or give way to the row of that id and
+    order that exists already.
+
+    One statement: it removes a waiting row only to put its linked row in,
+    from the same snapshot. Two statements (link, then drop what is left
+    waiting) lost rows: under READ COMMITTED the second sees a waiting row
+    another worker committed in between, which the first never linked. A
+    row committed while this runs is not seen at all: it stays waiting, and
+    ``relink_waiting`` links it.
+    """
     execute(
         SQL("""
-        UPDATE {identifiers} i SET {linked}
-          FROM {source} s
-         WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
-           AND NOT EXISTS (
-               SELECT 1 FROM {identifiers} j
-                WHERE j.value = i.value AND j.kind = i.kind
-                  AND j.partner_id = i.partner_id AND j.order_id = s.order_id)
+        WITH waiting AS (
+            DELETE FROM {identifiers} i USING {source} s
+             WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
+            RETURNING i.value, i.kind, i.partner_id, s.order_id
+        )
+        INSERT INTO {identifiers} ({columns})
+        SELECT value, kind, partner_id, order_id, '' FROM waiting
+        ON CONFLICT (value, kind, partner_id, order_id) WHERE order_id IS NOT NULL
+        DO NOTHING
         """).format(
-            identifiers=IDENTIFIER_LINKED.table,
-            linked=IDENTIFIER_LINKED.set,
+            identifiers=IDENTIFIER_INSERT.table,
+            columns=IDENTIFIER_INSERT.names,
             source=source,
             join=join,
         ),
-        [keys],
-    )
-    execute(
-        SQL("""
-        DELETE FROM {identifiers} i USING {source} s
-         WHERE i.order_id IS NULL AND i.link_key = ANY(%b) AND {join}
-        """).format(identifiers=table(Identifier), source=source, join=join),
         [keys],
     )
 
@@ -222,6 +224,8 @@ def relink_waiting(limit=1000):
     The link step runs with the batch that brings a trade; a ledger event
     applied at the same moment by another worker (it could not see the
     uncommitted trade) misses it. The sweep calls this to catch those.
+    Only keys that tell an order now are taken, so records waiting for a
+    trade that never comes cannot fill the ``limit`` and hold back the rest.
     Returns how many link keys were looked at.
     """
     # Events and identifier rows wait the same way (order null, a link key).
@@ -231,9 +235,15 @@ def relink_waiting(limit=1000):
             for waiting in (WebhookEvent, Identifier)
             for (key,) in execute(
                 SQL("""
-                SELECT DISTINCT link_key FROM {waiting}
-                 WHERE order_id IS NULL AND link_key <> '' LIMIT %b
-                """).format(waiting=table(waiting)),
+                SELECT DISTINCT w.link_key FROM {waiting} w
+                 WHERE w.order_id IS NULL AND w.link_key <> ''
+                   AND (EXISTS (SELECT 1 FROM {trades} t WHERE t.transact_id = w.link_key)
+                        OR EXISTS (SELECT 1 FROM {events} e
+                                    WHERE e.event_id = w.link_key AND e.order_id IS NOT NULL))
+                 LIMIT %b
+                """).format(
+                    waiting=table(waiting), trades=table(Trade), events=table(WebhookEvent)
+                ),
                 [limit],
             )
         }

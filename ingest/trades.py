@@ -4,15 +4,24 @@ Every trade event of a batch is an observation of a status. Each is
 classified against the status the trade has; applied or not, it is kept as
 a ``StatusChange`` so the timeline shows what arrived and what was done
 with it.
+
+A trade's moves are always those of its events taken in arrival order (the
+order they were stored in), whatever order workers apply them in: when a
+batch brings an event that arrived before one already applied (a backlog
+after an outage, the sweep racing the re-sent tasks), the trade's moves are
+recorded again from all its events in arrival order. So "late" means the
+event reached the panel after a newer status, never that a worker got to it
+after one.
 """
 
+import orjson
 from django.utils import timezone
 from psycopg.sql import SQL
 
 from records import states
-from records.models import StatusChange, Trade
+from records.models import StatusChange, Trade, WebhookEvent
 
-from .contract import parse_amount, parse_decimal, parse_optional_time, parse_time
+from .contract import parse_amount, parse_decimal, parse_envelope, parse_optional_time, parse_time
 from .sql import Insert, Update, execute, names, table
 
 # Fixed fields of a trade, newest upstream view wins; order_id (first) is
@@ -82,9 +91,12 @@ def apply_trades(trades, order_pk, pool_pk):
     order the events were stored. New trades are inserted with an empty
     status first so that every trade of the batch can then be locked
     (``FOR UPDATE``, in id order so two workers never deadlock) and moved
-    from the status it really has. Returns {transact id: order pk} and the
-    pks of the events that recorded a status (a ``StatusChange``); an
-    observation of the status the trade already has records nothing.
+    from the status it really has, or, when an event of the trade that
+    arrived later is applied already, recorded again from all its events in
+    arrival order (``_arrived_out_of_order``). Returns {transact id: order
+    pk} and the pks of the events that recorded a status (a
+    ``StatusChange``); an observation of the status the trade already has
+    records nothing.
     """
     if not trades:
         return {}, set()
@@ -96,15 +108,21 @@ def apply_trades(trades, order_pk, pool_pk):
     fixed = names(_FIXED)
     casts = SQL(", ").join(SQL(f"%b::{kind}[]") for _, kind in TRADE_COLUMNS)
     columns = [list(col) for col in zip(*(static[i] for i in ids), strict=True)]
-    execute(
-        SQL("""
-        INSERT INTO {table} ({columns})
-        SELECT t.transact_id, '', t.created_at, '', {fixed}
-          FROM unnest(%b::text[], {casts}) AS t(transact_id, {fixed})
-        ON CONFLICT (transact_id) DO NOTHING
-        """).format(table=TRADE_INSERT.table, columns=TRADE_INSERT.names, fixed=fixed, casts=casts),
-        [ids, *columns],
-    )
+    new = {
+        tid
+        for (tid,) in execute(
+            SQL("""
+            INSERT INTO {table} ({columns})
+            SELECT t.transact_id, '', t.created_at, '', {fixed}
+              FROM unnest(%b::text[], {casts}) AS t(transact_id, {fixed})
+            ON CONFLICT (transact_id) DO NOTHING
+            RETURNING transact_id
+            """).format(
+                table=TRADE_INSERT.table, columns=TRADE_INSERT.names, fixed=fixed, casts=casts
+            ),
+            [ids, *columns],
+        )
+    }
     current = {
         tid: [pk, status or None, status_at, failure_code, reserved_at, final_at]
         for pk, tid, status, status_at, failure_code, reserved_at, final_at in execute(
@@ -115,36 +133,18 @@ def apply_trades(trades, order_pk, pool_pk):
             [ids],
         )
     }
-    changes = []
     now = timezone.now()
+    refold = _arrived_out_of_order({tid: trades[tid] for tid in ids if tid not in new})
+    changes = []
     for transact_id in ids:
         row = current[transact_id]
-        for event_pk, source, envelope in trades[transact_id]:
-            claimed = envelope.data["status"]
-            at = _observed_at(envelope)
-            reserved = _reserved_at(envelope)
-            if reserved and (row[4] is None or reserved < row[4]):
-                row[4] = reserved
-            outcome = states.classify(row[1], claimed, authoritative=source == "poll")
-            if outcome == states.REPEAT:
-                continue
-            note = ""
-            if outcome == states.LATE:
-                note = f"{claimed} arrived after {row[1]}; kept {row[1]}"
-            elif outcome == states.ILLEGAL:
-                note = f"{row[1]} → {claimed} is not a legal move; kept {row[1]}"
-            elif outcome == states.OVERRIDE:
-                note = f"{row[1]} → {claimed} is not a legal move; the status read is authoritative"
-            changes.append(
-                (row[0], row[1] or "", claimed, at, now, source, event_pk, outcome, note)
-            )
-            if outcome in (states.APPLIED, states.OVERRIDE):
-                row[1], row[2] = claimed, at
-                row[3] = envelope.data.get("failureCode") or ""
-            # The settlement clock stops at the first final status, even one
-            # that arrived late (settled after returned).
-            if outcome != states.ILLEGAL and claimed in states.FINAL_STATUSES:
-                row[5] = at if row[5] is None else min(row[5], at)
+        if transact_id in refold:
+            # Start again from no status and go through every event of the
+            # trade in arrival order, as if none had been applied yet.
+            row[1], row[3], row[4], row[5] = None, "", None, None
+            changes += _fold(row, *refold[transact_id], now)
+        else:
+            changes += _fold(row, trades[transact_id], {}, now)
     execute(
         SQL("""
         UPDATE {table} t SET {move}
@@ -176,6 +176,111 @@ def apply_trades(trades, order_pk, pool_pk):
         )
     recorded = {change[6] for change in changes}  # STATUS_CHANGE_INSERT's event_id
     return {tid: static[tid][0] for tid in ids}, recorded
+
+
+def _fold(row, observations, recorded_at, now):
+    """Run ``observations`` (``[(event pk, source, Envelope)]``, in arrival
+    order) through the state machine from ``row`` (``[pk, status, status_at,
+    failure_code, reserved_at, final_at]``, moved in place); return the
+    ``StatusChange`` rows they record (``STATUS_CHANGE_INSERT``'s columns).
+    ``recorded_at`` keeps, by event pk, when a move was first recorded."""
+    changes = []
+    for event_pk, source, envelope in observations:
+        claimed = envelope.data["status"]
+        at = _observed_at(envelope)
+        reserved = _reserved_at(envelope)
+        if reserved and (row[4] is None or reserved < row[4]):
+            row[4] = reserved
+        outcome = states.classify(row[1], claimed, authoritative=source == "poll")
+        if outcome == states.REPEAT:
+            continue
+        note = ""
+        if outcome == states.LATE:
+            note = f"{claimed} arrived after {row[1]}; kept {row[1]}"
+        elif outcome == states.ILLEGAL:
+            note = f"{row[1]} → {claimed} is not a legal move; kept {row[1]}"
+        elif outcome == states.OVERRIDE:
+            note = f"{row[1]} → {claimed} is not a legal move; the status read is authoritative"
+        changes.append(
+            (
+                row[0],
+                row[1] or "",
+                claimed,
+                at,
+                recorded_at.get(event_pk, now),
+                source,
+                event_pk,
+                outcome,
+                note,
+            )
+        )
+        if outcome in (states.APPLIED, states.OVERRIDE):
+            row[1], row[2] = claimed, at
+            row[3] = envelope.data.get("failureCode") or ""
+        # The settlement clock stops at the first final status, even one
+        # that arrived late (settled after returned).
+        if outcome != states.ILLEGAL and claimed in states.FINAL_STATUSES:
+            row[5] = at if row[5] is None else min(row[5], at)
+    return changes
+
+
+def _arrived_out_of_order(trades):
+    """The trades of ``{transact id: [(event pk, source, Envelope)]}`` that have
+    an event already applied which reached the panel after one of this
+    batch's: ``{transact id: (every event of the trade in arrival order,
+    {event pk: recorded_at})}``. Their recorded moves are deleted here; the
+    caller records them again, in arrival order.
+
+    Arrival order is the order the events were stored in: their id, which
+    PostgreSQL's sequence hands out as each is stored (``received_at`` is a
+    clock reading of the same moment, and a clock can step back). The trade
+    rows are locked (``FOR UPDATE``), so no other worker moves them meanwhile.
+    """
+    pairs = [(tid, pk) for tid, observations in trades.items() for pk, _, _ in observations]
+    if not pairs:
+        return {}
+    events = table(WebhookEvent)
+    behind = [
+        tid
+        for (tid,) in execute(
+            SQL("""
+            SELECT DISTINCT b.transact_id
+              FROM unnest(%b::text[], %b::bigint[]) AS b(transact_id, id)
+             WHERE EXISTS (
+                   SELECT 1 FROM {events} e
+                    WHERE e.subject_id = b.transact_id AND e.type LIKE 'trade.%%'
+                      AND e.state = 'processed'
+                      AND e.id > b.id)
+            """).format(events=events),
+            [[tid for tid, _ in pairs], [pk for _, pk in pairs]],
+        )
+    ]
+    if not behind:
+        return {}
+    # The batch's own events are not processed yet: they join the history here.
+    history = {tid: list(trades[tid]) for tid in behind}
+    for pk, subject, source, payload in execute(
+        SQL("""
+        SELECT id, subject_id, source, payload FROM {events}
+         WHERE subject_id = ANY(%b) AND type LIKE 'trade.%%' AND state = 'processed'
+        """).format(events=events),
+        [behind],
+    ):
+        # Django has psycopg hand jsonb over as text.
+        history[subject].append((pk, source, parse_envelope(orjson.loads(payload))))
+    for observations in history.values():
+        observations.sort(key=lambda obs: obs[0])
+    recorded_at = dict(
+        execute(
+            SQL("""
+            DELETE FROM {changes} c USING {trades} t
+             WHERE c.trade_id = t.id AND t.transact_id = ANY(%b)
+            RETURNING c.event_id, c.recorded_at
+            """).format(changes=table(StatusChange), trades=table(Trade)),
+            [behind],
+        )
+    )
+    return {tid: (history[tid], recorded_at) for tid in behind}
 
 
 def _observed_at(envelope):
