@@ -35,20 +35,37 @@ import psycopg
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILDER_VERSION = 1
+# Part of the data set's key: raise it whenever what ``build`` writes changes.
+BUILDER_VERSION = 2
 # Events per order, measured on the sandbox stream (120 k orders ~ 1 M events).
 EVENTS_PER_ORDER = 8.5
+
+
+def stream_start(orders):
+    """Where the stream starts: so that it ends by ``sandbox.network.DEFAULT_START``
+    (2026-11-20), in the past, whatever its size (the contract refuses times more
+    than 30 days ahead of the clock; 1.2 M orders span 417 days)."""
+    from datetime import timedelta
+
+    from sandbox.network import DEFAULT_START
+    from sandbox.plans import ORDER_SLOT, SCENARIO_SPACING
+
+    span = timedelta(seconds=(orders * ORDER_SLOT) + 100 * SCENARIO_SPACING)
+    return (DEFAULT_START - span - timedelta(days=1)).replace(hour=0, minute=0, second=0)
 
 
 # --- reuse ---------------------------------------------------------------
 
 
-def schema_key(orders, seed):
-    """A short hash of the schema (every migration file) and of what builds the data."""
-    digest = hashlib.sha256(f"{BUILDER_VERSION}:{orders}:{seed}".encode())
+def schema_key(orders, seed, *, data=True):
+    """A short hash of the schema (every migration file) and, with ``data``, of
+    what makes the data (the sandbox's generator, the contract, BUILDER_VERSION)."""
+    digest = hashlib.sha256(f"{BUILDER_VERSION}:{orders}:{seed}".encode() if data else b"")
     files = sorted(ROOT.glob("*/migrations/*.py"))
-    files += [Path(__file__), ROOT / "sandbox" / "network.py", ROOT / "sandbox" / "plans.py"]
-    files += [ROOT / "sandbox" / "catalogue.py", ROOT / "ingest" / "contract.py"]
+    if data:
+        files += [ROOT / "sandbox" / "network.py", ROOT / "sandbox" / "plans.py"]
+        files += [ROOT / "sandbox" / "catalogue.py", ROOT / "sandbox" / "forbidden.py"]
+        files += [ROOT / "ingest" / "contract.py"]
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode())
         digest.update(path.read_bytes())
@@ -99,14 +116,52 @@ def exists(url):
         return False
 
 
-def create_database(base_url, name, *, drop=True):
+def create_database(base_url, name, *, drop=True, template=None):
     admin, _ = _admin(base_url)
     with admin:
         if drop:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        admin.execute(statement)
+
+
+def schema_template_name(base_url):
+    import dj_database_url
+
+    base = dj_database_url.parse(base_url)["NAME"]
+    return f"{base}_bench_schema_{schema_key(0, 0, data=False)}"[:63]
+
+
+def schema_template(base_url):
+    """The name of an empty database with the product's migrations applied
+    (made once per schema, kept): new databases are copies of it, no migrate."""
+    name = schema_template_name(base_url)
+    url = database_url(base_url, name)
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            done = conn.execute("SELECT to_regclass('bench_schema_ready') IS NOT NULL").fetchone()
+        if done[0]:
+            return name
+    except psycopg.OperationalError:
+        pass
+    create_database(base_url, name)
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_schema_ready ()")
+    return name
+
+
+def empty_database(base_url, name):
+    """Create ``name`` as an empty, migrated database; return its URL."""
+    create_database(base_url, name, template=schema_template(base_url))
+    url = database_url(base_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE bench_schema_ready")
+    return url
 
 
 def drop_database(base_url, name):
@@ -430,7 +485,7 @@ def build(url, orders, seed=1, *, progress=True, envelopes=None):
     now = datetime.now(UTC)
     state = _State(now)
     expected = int(orders * EVENTS_PER_ORDER) + 200
-    stream = envelopes if envelopes is not None else generate(orders, seed)
+    stream = envelopes if envelopes is not None else generate(orders, seed, stream_start(orders))
     conn = psycopg.connect(url, autocommit=True)
     conn.execute("SET synchronous_commit = off")
     conn.execute("SET maintenance_work_mem = '512MB'")
@@ -718,8 +773,7 @@ def ensure(base_url, orders, seed=1, *, progress=True, rebuild=False, say=print)
         )
         return url, built, False
     say(f"building data set {name} ({orders:,} orders, seed {seed}) ...")
-    create_database(base_url, name)
-    migrate(url)
+    empty_database(base_url, name)
     built = build(url, orders, seed, progress=progress)
     say(
         f"built {built['events']:,} events in {built['seconds']['total']:.0f}s"

@@ -1,0 +1,310 @@
+"""S1, S2, S3, S6 in process (Django test client, signed in), the admin
+baselines for S1, and EXPLAIN (ANALYZE, BUFFERS) of the pages' queries."""
+
+import random
+import time
+
+from django.db import connection, reset_queries
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from .report import Row, latency, ms
+
+ID_KINDS = ("trade", "event", "ledger")
+MIN_PREFIX_TOKEN = 6  # characters of the id's random part in a prefix search
+
+
+def timed(client, urls):
+    times, queries = [], []
+    for url in urls:
+        reset_queries()
+        with CaptureQueriesContext(connection) as captured:
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append(time.perf_counter() - started)
+        assert response.status_code in (200, 302), (url, response.status_code)
+        queries.append(len(captured))
+    return times, queries
+
+
+def sample_ids(n, seed=3):
+    """``n`` searchable ids of trades, events and ledger entries, spread over the table."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT max(id) FROM records_identifier")
+        (top,) = cursor.fetchone()
+        rng = random.Random(seed)
+        picks = sorted(rng.sample(range(1, top + 1), min(top, n * 8)))
+        cursor.execute(
+            "SELECT value FROM records_identifier WHERE id = ANY(%s) AND kind = ANY(%s)"
+            " AND order_id IS NOT NULL",
+            [picks, list(ID_KINDS)],
+        )
+        values = [v for (v,) in cursor.fetchall()]
+    rng.shuffle(values)
+    return values[:n]
+
+
+def prefix_of(value):
+    """The id's type prefix (``pt_live_``, ``evt_``, ``ledger_0pools_``) and six characters."""
+    head = value.rfind("_") + 1
+    return value[: head + MIN_PREFIX_TOKEN]
+
+
+def sample_orders(n, seed=4):
+    from records.models import Order
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT max(id) FROM records_order")
+        (top,) = cursor.fetchone()
+    rng = random.Random(seed)
+    picks = rng.sample(range(1, top + 1), min(top, n))
+    orders = list(Order.objects.filter(pk__in=picks).select_related("partner"))
+    rng.shuffle(orders)
+    return orders
+
+
+def deep_cursor(listing, queryset, depth):
+    """The ``after`` cursor of page ``depth`` of ``listing`` (keyset paging)."""
+    from lib.paging import PER_PAGE, make_cursor
+
+    oldest_first = getattr(listing, "oldest_first", False)
+    field = listing.time_field
+    order = (field, "pk") if oldest_first else (f"-{field}", "-pk")
+    rows = list(queryset.order_by(*order)[depth * PER_PAGE - 1 : depth * PER_PAGE])
+    if not rows:
+        return None, 0
+    return make_cursor(listing, rows[0]), depth
+
+
+def signed_in_client():
+    from accounts.services import create_user
+
+    user = create_user("bench-agent", "bench-password-123", "support")
+    client = Client()
+    client.force_login(user)
+    return client, user
+
+
+def explain(client, label, url, report):
+    """EXPLAIN (ANALYZE, BUFFERS) every SELECT one request of ``url`` runs."""
+    reset_queries()
+    with CaptureQueriesContext(connection) as captured:
+        client.get(url)
+    for query in captured.captured_queries:
+        text = query["sql"]
+        if not text.lstrip().upper().startswith(("SELECT", "WITH")):
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + text)
+            plan = [line for (line,) in cursor.fetchall()]
+        seq = [line.strip() for line in plan if "Seq Scan" in line]
+        report.plans.append(
+            {"page": label, "url": url, "sql": text, "plan": plan, "seq_scans": seq}
+        )
+
+
+def print_plans(report, out):
+    print("\nEXPLAIN (ANALYZE, BUFFERS) of the S1-S3 pages' queries", file=out)
+    for entry in report.plans:
+        flag = "  <-- SEQ SCAN: " + "; ".join(entry["seq_scans"]) if entry["seq_scans"] else ""
+        sql = " ".join(entry["sql"].split())
+        print(f"\n[{entry['page']}] {sql[:230]}{'...' if len(sql) > 230 else ''}{flag}", file=out)
+        for line in entry["plan"]:
+            print("    " + line, file=out)
+
+
+def seq_scan_note(report):
+    flagged = [e for e in report.plans if e["seq_scans"]]
+    if not flagged:
+        return f"EXPLAIN: {len(report.plans)} queries of the S1-S3 pages, no Seq Scan."
+    where = sorted(
+        {(e["page"], s.split(" on ")[-1].split()[0]) for e in flagged for s in e["seq_scans"]}
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reltuples::bigint FROM pg_class WHERE relname = ANY(%s)",
+            [sorted({table for _, table in where})],
+        )
+        rows = dict(cursor.fetchall())
+    big = sorted({t for _, t in where if rows.get(t, 0) > 1000})
+    return (
+        f"EXPLAIN: {len(report.plans)} queries of the S1-S3 pages; Seq Scan in {len(flagged)}: "
+        + ", ".join(f"{page}: {table} (~{rows.get(table, '?')} rows)" for page, table in where)
+        + (
+            f". On a table of more than 1,000 rows: {', '.join(big)}."
+            if big
+            else ". Only on tables of at most 1,000 rows (partners, pools, groups)."
+        )
+    )
+
+
+def run(report, samples, admin_samples):
+    from django.db.models import Count
+
+    from browse import listings
+    from queues.stuck import stuck_trades
+    from queues.views import STUCK
+    from records.models import WebhookEvent
+
+    from . import admin
+
+    client, _ = signed_in_client()
+    ids = sample_ids(samples)
+    prefixes = [prefix_of(v) for v in ids]
+    orders = sample_orders(samples)
+
+    # Warm: one pass over a few of each, so the first samples do not pay imports.
+    timed(client, ["/accounts/login/"] * 5 + [f"/id/{v}" for v in ids[:5]])
+
+    base, base_q = timed(client, ["/accounts/login/"] * samples)
+    b50, b99, base_text = latency(base)
+    baseline = f"sign-in page {base_text}"
+
+    def page_row(rid, name, urls, target, limits, extra=""):
+        times, queries = timed(client, urls)
+        p50, p99, text = latency(times)
+        met = None if limits is None else (p50 <= limits[0] and p99 <= limits[1])
+        return report.add(
+            Row(
+                rid,
+                name,
+                f"{text}, {min(queries)}-{max(queries)} q{extra}",
+                baseline,
+                f"{p50 / b50:.1f}x / {p99 / b99:.1f}x",
+                target,
+                met,
+                {"p50": p50, "p99": p99, "queries": [min(queries), max(queries)], "n": len(urls)},
+            )
+        )
+
+    # S1 and its admin baselines.
+    user = admin.superuser()
+    admin_values = ids[:admin_samples]
+    stock = {}
+    for name, model_admin in admin.ADMINS.items():
+        runs = admin.time_changelist(model_admin, admin_values if "stock" in name else ids, user)
+        stock[name] = runs
+    bare = admin.time_bare_sql(ids)
+    bare50, bare99, bare_text = latency([t for t, _ in bare])
+    stock_name = "stock Trade admin (6 fields, icontains)"
+    stock50 = latency([t for t, _ in stock[stock_name]])[0]
+
+    exact = page_row(
+        "S1", "/id/<exact trade, event or ledger id>", [f"/id/{v}" for v in ids], "", None
+    )
+    p50, p99 = exact.values["p50"], exact.values["p99"]
+    exact.baseline = f"{stock_name}: p50 {ms(stock50)}; {baseline}"
+    exact.ratio = f"{stock50 / p50:,.0f}x faster than stock admin; {p50 / b50:.1f}x sign-in"
+    exact.target = "<=1.5 ms p50 / <=4 ms p99; >=1,000x stock admin"
+    exact.met = p50 <= 0.0015 and p99 <= 0.004 and stock50 / p50 >= 1000
+
+    from lookup.search import lookup
+
+    own = []
+    for value in ids:
+        started = time.perf_counter()
+        lookup(value)
+        own.append(time.perf_counter() - started)
+    own50, own99, own_text = latency(own)
+    report.add(
+        Row(
+            "S1",
+            "lookup() itself (its SQL, no page)",
+            own_text,
+            f"bare SQL on identifier_value_idx {bare_text}",
+            f"{own50 / bare50:.1f}x",
+            "within 2x of the tuned admin's bare SQL",
+            own50 / bare50 <= 2,
+            {"p50": own50, "p99": own99, "bare_p50": bare50, "bare_p99": bare99},
+        )
+    )
+    for name, runs in stock.items():
+        t50, t99, text = latency([t for t, _ in runs])
+        queries = sorted({q for _, q in runs})
+        report.add(
+            Row(
+                "S1 base",
+                f"{name}, changelist_view",
+                f"{text}, {queries[0]}-{queries[-1]} q (n={len(runs)})",
+                f"bare SQL {bare_text}",
+                f"{t50 / bare50:,.0f}x",
+                values={"p50": t50, "p99": t99, "queries": queries, "n": len(runs)},
+            )
+        )
+    page_row(
+        "S1",
+        "/id/<6-char prefix> (type prefix + 6)",
+        [f"/id/{p}" for p in prefixes],
+        "<=3 ms p50",
+        (0.003, float("inf")),
+    )
+
+    # S2.
+    page_row(
+        "S2",
+        "order timeline",
+        [o.get_absolute_url() for o in orders],
+        "<=5 ms p50 / <=15 ms p99",
+        (0.005, 0.015),
+    )
+
+    # S3: the first page and a deep one.
+    stuck = stuck_trades()
+    stuck_count = stuck.count()
+    cursor, depth = deep_cursor(STUCK, stuck, max(1, stuck_count // 50 // 2))
+    page_row(
+        "S3",
+        f"stuck queue, first page ({stuck_count:,} stuck)",
+        ["/queues/stuck"] * samples,
+        "<=5 ms p50",
+        (0.005, float("inf")),
+    )
+    deep_url = f"/queues/stuck?after={cursor}" if cursor else "/queues/stuck"
+    page_row(
+        "S3",
+        f"stuck queue, page {depth + 1}",
+        [deep_url] * samples,
+        "<=5 ms p50",
+        (0.005, float("inf")),
+    )
+
+    # S6: lists with filters, the first page and a deep one.
+    busiest = (
+        WebhookEvent.objects.values("partner_id")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("partner_id", flat=True)[:1]
+    )
+    partner = list(busiest)[0]
+    events = WebhookEvent.objects.filter(partner_id=partner)
+    ev_cursor, ev_depth = deep_cursor(listings.EVENTS, events, 100)
+    lists = [
+        f"/events/?partner={partner}",
+        f"/events/?partner={partner}&type=trade.settled",
+        f"/trades/?partner={partner}&status=settled",
+        "/trades/?status=reserved",
+        f"/orders/?partner={partner}&status=failed",
+        f"/ledger/?partner={partner}&type=fee",
+    ]
+    for url in lists:
+        page_row(
+            "S6", url, [url] * max(10, samples // 3), "<=10 ms p50 / <=50 ms p99", (0.01, 0.05)
+        )
+    if ev_cursor:
+        url = f"/events/?partner={partner}&after={ev_cursor}"
+        page_row(
+            "S6",
+            f"/events/?partner={partner}, page {ev_depth + 1}",
+            [url] * max(10, samples // 3),
+            "<=10 ms p50 / <=50 ms p99",
+            (0.01, 0.05),
+        )
+
+    # EXPLAIN of the S1-S3 pages' queries.
+    explain(client, "S1 exact", f"/id/{ids[0]}", report)
+    explain(client, "S1 prefix", f"/id/{prefixes[0]}", report)
+    explain(client, "S2 timeline", orders[0].get_absolute_url(), report)
+    explain(client, "S3 first page", "/queues/stuck", report)
+    explain(client, "S3 deep page", deep_url, report)
+    report.notes.append(seq_scan_note(report))
+    return {"ids": ids, "orders": [o.get_absolute_url() for o in orders]}

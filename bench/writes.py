@@ -1,0 +1,569 @@
+"""The operations that write: S4 (webhook ingest over HTTP, against pgbench),
+S5 (import_events, against COPY and an ORM create loop), the bulk re-poll and
+the daily close; and S1 over HTTP on the same gunicorn.
+
+The built data set is reused between runs, so nothing here may leave a
+trace in it: the import, the ORM loop, the bulk run and the close run in a
+transaction that is rolled back; the webhook's rows (written by gunicorn,
+committed) are deleted afterwards by id.
+"""
+
+import base64
+import glob
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from django.db import connection, transaction
+
+from .report import Row, latency, ms
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Child tables first: deleting the webhook's rows by id in this order never
+# trips a foreign key.
+RECORD_TABLES = (
+    "records_statuschange",
+    "records_identifier",
+    "records_deliveryattempt",
+    "records_webhookevent",
+    "records_trade",
+    "records_quote",
+    "records_order",
+    "records_pool",
+    "records_partner",
+    "django_session",
+)
+
+
+class Rollback(Exception):
+    pass
+
+
+def rolled_back(fn):
+    """Run ``fn`` in a transaction that is rolled back; return what it returned."""
+    box = {}
+    try:
+        with transaction.atomic():
+            box["value"] = fn()
+            raise Rollback
+    except Rollback:
+        pass
+    return box["value"]
+
+
+def _high_water():
+    marks = {}
+    with connection.cursor() as cursor:
+        for table in RECORD_TABLES:
+            if table == "django_session":
+                continue
+            cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}")  # noqa: S608
+            marks[table] = cursor.fetchone()[0]
+    return marks
+
+
+def _delete_since(marks, session_keys=()):
+    with transaction.atomic(), connection.cursor() as cursor:
+        for table in RECORD_TABLES:
+            if table == "django_session":
+                cursor.execute(
+                    "DELETE FROM django_session WHERE session_key = ANY(%s)", [list(session_keys)]
+                )
+                continue
+            cursor.execute(f"DELETE FROM {table} WHERE id > %s", [marks[table]])  # noqa: S608
+
+
+# --- S5 ----------------------------------------------------------------------
+
+
+def import_lines(orders, seed):
+    """NDJSON lines of a stream that starts after the data set's (new orders, new ids;
+    the data set ends by ``DEFAULT_START``)."""
+    from sandbox.network import DEFAULT_START, generate
+
+    path = Path(tempfile.mkdtemp(prefix="bench-import-")) / "events.ndjson"
+    count = 0
+    with path.open("wb") as out:
+        for envelope in generate(orders, seed, DEFAULT_START + timedelta(days=1)):
+            data = envelope["data"]
+            # The sandbox numbers references per partner from 1: make them new orders.
+            for key in ("partnerReference",):
+                if key in data:
+                    data[key] = data[key] + "-s5"
+            if data.get("idempotencyKey"):
+                data["idempotencyKey"] = "s5-" + data["idempotencyKey"]
+            out.write(orjson.dumps(envelope) + b"\n")
+            count += 1
+    return path, count
+
+
+def _import(path):
+    from django.core.management import call_command
+
+    started = time.perf_counter()
+    call_command("import_events", str(path), progress="never", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    return time.perf_counter() - started
+
+
+def _copy_lines(path, kind):
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE UNLOGGED TABLE bench_raw_{kind} (line {kind})")
+        started = time.perf_counter()
+        with (
+            cursor.cursor.copy(f"COPY bench_raw_{kind} (line) FROM STDIN") as copy,
+            path.open("rb") as f,
+        ):
+            for line in f:
+                copy.write_row((line.rstrip(b"\n").decode(),))
+        took = time.perf_counter() - started
+        cursor.execute(f"DROP TABLE bench_raw_{kind}")
+    return took
+
+
+def _orm_loop(path, limit):
+    """The first ``limit`` lines stored and applied one event at a time through the ORM
+    (``WebhookEvent.objects.create`` per line), the way a first importer is written."""
+    from ingest.contract import parse_envelope
+    from records.models import WebhookEvent
+
+    now = datetime.now(UTC)
+    n = 0
+    started = time.perf_counter()
+    with path.open("rb") as f:
+        for line in f:
+            envelope = parse_envelope(orjson.loads(line))
+            if WebhookEvent.objects.filter(event_id=envelope.event_id).exists():
+                continue
+            WebhookEvent.objects.create(
+                event_id=envelope.event_id,
+                type=envelope.type,
+                livemode=envelope.livemode,
+                created_at=envelope.created_at,
+                received_at=now,
+                source="import",
+                payload=envelope.payload,
+                partner_id=envelope.partner_id,
+                subject_id=envelope.subject_id,
+            )
+            n += 1
+            if n >= limit:
+                break
+    return n, time.perf_counter() - started
+
+
+def bench_import(report, base_url, orders, seed, orm_limit, empty_db=True):
+    from . import dataset
+
+    path, count = import_lines(orders, seed)
+    took = rolled_back(lambda: _import(path))
+    jsonb = rolled_back(lambda: _copy_lines(path, "jsonb"))
+    text = rolled_back(lambda: _copy_lines(path, "text"))
+    orm_n, orm_took = rolled_back(lambda: _orm_loop(path, orm_limit))
+    rate, jsonb_rate, text_rate = count / took, count / jsonb, count / text
+    orm_rate = orm_n / orm_took
+    report.add(
+        Row(
+            "S5",
+            f"import_events, {count:,} new events into the data set",
+            f"{rate:,.0f} events/s ({took:.1f} s)",
+            f"COPY into unlogged jsonb {jsonb_rate:,.0f}/s (text {text_rate:,.0f}/s)",
+            f"{rate / jsonb_rate:.2f}x COPY jsonb",
+            ">=25k events/s and >=0.2x COPY jsonb",
+            rate >= 25_000 and rate / jsonb_rate >= 0.2,
+            {"rate": rate, "copy_jsonb": jsonb_rate, "copy_text": text_rate, "events": count},
+        )
+    )
+    report.add(
+        Row(
+            "S5",
+            "import_events against an ORM create loop",
+            f"{rate:,.0f} events/s",
+            f"ORM create loop {orm_rate:,.0f} events/s ({orm_n:,} events, store only)",
+            f"{rate / orm_rate:.1f}x",
+            ">=10x an ORM create loop",
+            rate / orm_rate >= 10,
+            {"rate": rate, "orm_rate": orm_rate},
+        )
+    )
+    if empty_db:
+        name = f"{dataset.dataset_name(base_url, 0, 0).rsplit('_bench_', 1)[0]}_bench_empty"
+        url = dataset.database_url(base_url, name)
+        dataset.empty_database(base_url, name)
+        try:
+            env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "opspanel.settings"}
+            # Timed inside the child, after Django's start.
+            timer = (
+                "import sys, time, django; django.setup();"
+                "from django.core.management import call_command as c;"
+                "t = time.perf_counter();"
+                "c('import_events', sys.argv[1], progress='never', stdout=open('/dev/null', 'w'));"
+                "print(time.perf_counter() - t)"
+            )
+            done = subprocess.run(
+                [sys.executable, "-c", timer, str(path)],
+                cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            empty = float(done.stdout.strip().splitlines()[-1])
+        finally:
+            dataset.drop_database(base_url, name)
+        empty_rate = count / empty
+        report.add(
+            Row(
+                "S5",
+                "import_events at scale against an empty database",
+                f"{rate:,.0f} events/s",
+                f"same lines into an empty database {empty_rate:,.0f} events/s",
+                f"{rate / empty_rate:.2f}x",
+                "flat: within 1.5x",
+                empty_rate / rate <= 1.5,
+                {"rate": rate, "empty_rate": empty_rate},
+            )
+        )
+    path.unlink()
+    return count
+
+
+# --- S4 and S1 over HTTP ---------------------------------------------------------
+
+
+def pgbench_tps(base_url, seconds, clients):
+    """pgbench's built-in simple-update (BEGIN; UPDATE; SELECT; INSERT; END: three
+    statements in a transaction), initialised in a scratch database of its own."""
+    from . import dataset
+
+    binary = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))
+    if not binary:
+        return None
+    name = f"{dataset.dataset_name(base_url, 0, 0).rsplit('_bench_', 1)[0]}_pgbench"
+    url = dataset.database_url(base_url, name)
+    dataset.create_database(base_url, name)
+    try:
+        subprocess.run([binary[-1], "-i", "-s", "1", "-q", url], check=True, capture_output=True)
+        out = subprocess.run(
+            [binary[-1], "-b", "simple-update", "-n", "-c", str(clients), "-j", "2",
+             "-T", str(seconds), url],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+    finally:
+        dataset.drop_database(base_url, name)
+    match = re.search(r"tps = ([\d.]+)", out)
+    return float(match.group(1)) if match else None
+
+
+def _gunicorn(url, secret, port):
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "opspanel.settings",
+        "OPOOLS_WEBHOOK_SECRETS": secret,
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "bench"),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "gunicorn"), "opspanel.wsgi", "--bind",
+         f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
+    """S4 (new events POSTed to gunicorn) and S1 over HTTP, on 2 workers."""
+    import httpx
+    from django.conf import settings
+    from standardwebhooks.webhooks import Webhook
+
+    from ingest.pipeline import apply_stored
+    from records.models import StatusChange, WebhookEvent
+
+    from .pages import signed_in_client
+
+    tps = pgbench_tps(base_url, pgbench_seconds, concurrency)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    marks = _high_water()
+    client_django, _ = signed_in_client()
+    session = client_django.cookies[settings.SESSION_COOKIE_NAME].value
+    port = _free_port()
+    server = _gunicorn(url, secret, port)
+    base = f"http://127.0.0.1:{port}"
+    run_tag = secrets.token_hex(3)
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{base}/accounts/login/", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        from tests import envelopes
+
+        signer = Webhook(secret)
+        bodies, event_ids = [], []
+        for i in range(total):
+            envelope = envelopes.trade(
+                "reserved",
+                transact_id=f"pt_live_B{run_tag}{i:06d}",
+                reference=f"bench_{run_tag}_{i}",
+            )
+            body = orjson.dumps(envelope)
+            event_ids.append(envelope["id"])
+            bodies.append((body, envelope["id"]))
+
+        def headers(body, event_id):
+            now = datetime.now(UTC)
+            return {
+                "content-type": "application/json",
+                "webhook-id": event_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": signer.sign(event_id, now, body.decode()),
+            }
+
+        client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency))
+
+        def run(fn, items):
+            times = []
+
+            def one(item):
+                started = time.perf_counter()
+                code = fn(item)
+                times.append(time.perf_counter() - started)
+                return code
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(concurrency) as pool:
+                codes = list(pool.map(one, items))
+            return time.perf_counter() - started, codes, times
+
+        took_base, codes, base_times = run(
+            lambda _: client.get(f"{base}/accounts/login/").status_code, range(total)
+        )
+        assert set(codes) == {200}, set(codes)
+        base_rate = total / took_base
+        took, codes, times = run(
+            lambda item: (
+                client.post(
+                    f"{base}/webhooks/0pools", content=item[0], headers=headers(*item)
+                ).status_code
+            ),
+            bodies,
+        )
+        assert set(codes) == {202}, set(codes)
+        rate = total / took
+        p50, p99, text = latency(times)
+        # The same events again: duplicates, answered and counted, never applied.
+        again = bodies[: max(1, total // 10)]
+        _, codes_again, _ = run(
+            lambda item: (
+                client.post(
+                    f"{base}/webhooks/0pools", content=item[0], headers=headers(*item)
+                ).status_code
+            ),
+            again,
+        )
+        # No Celery worker runs here: apply what was stored, twice, as a
+        # task and the sweep would; then count.
+        pks = list(WebhookEvent.objects.filter(event_id__in=event_ids).values_list("pk", flat=True))
+        apply_stored(pks)
+        apply_stored(pks)
+        stored = len(pks)
+        changes = StatusChange.objects.filter(event__event_id__in=event_ids).count()
+        lost, twice = total - stored, changes - stored
+        ratio = rate / tps if tps else None
+        report.add(
+            Row(
+                "S4",
+                f"webhook, {total:,} new events, gunicorn 2 workers, {concurrency} clients",
+                f"{rate:,.0f} req/s, {text}; lost {lost}, applied twice {max(0, twice)}",
+                f"pgbench simple-update {tps:,.0f} tps; sign-in page {base_rate:,.0f} req/s"
+                if tps
+                else f"sign-in page {base_rate:,.0f} req/s (no pgbench)",
+                (f"{ratio:.2f}x pgbench; " if ratio else "") + f"{rate / base_rate:.2f}x sign-in",
+                ">=500 req/s, p99 <=30 ms, 0 lost, 0 twice, >=0.3x pgbench",
+                rate >= 500 and p99 <= 0.030 and lost == 0 and twice == 0 and (ratio or 0) >= 0.3,
+                {
+                    "rate": rate,
+                    "p50": p50,
+                    "p99": p99,
+                    "pgbench_tps": tps,
+                    "signin_rate": base_rate,
+                    "lost": lost,
+                    "twice": twice,
+                    "duplicates_posted": len(again),
+                    "duplicate_codes": sorted(set(codes_again)),
+                },
+            )
+        )
+        # S1 over HTTP, signed in (the session made in process, stored in the database).
+        cookies = {settings.SESSION_COOKIE_NAME: session}
+        urls = [f"{base}/id/{v}" for v in (ids * (1 + total // max(1, len(ids))))[:total]]
+        http = httpx.Client(
+            timeout=30, cookies=cookies, limits=httpx.Limits(max_connections=concurrency)
+        )
+        took, codes, times = run(lambda u: http.get(u).status_code, urls)
+        assert set(codes) <= {200, 302}, set(codes)
+        s1_rate = total / took
+        t50, t99, ttext = latency(times)
+        report.add(
+            Row(
+                "S1",
+                f"/id/<exact id> over HTTP, gunicorn 2 workers, {concurrency} clients",
+                f"{s1_rate:,.0f} req/s, {ttext}",
+                f"sign-in page {base_rate:,.0f} req/s",
+                f"{s1_rate / base_rate:.2f}x",
+                ">=1,000 req/s",
+                s1_rate >= 1000,
+                {"rate": s1_rate, "p50": t50, "p99": t99, "codes": sorted(set(codes))},
+            )
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+        _delete_since(marks, [session])
+    return total
+
+
+# --- bulk and close ----------------------------------------------------------------
+
+
+def bench_bulk(report, orders, seed, limit):
+    """A bulk re-poll of the stuck trades (at most ``limit``) against the sandbox
+    upstream on loopback, against plain GETs of its /healthz; rolled back."""
+    import httpx
+    from django.conf import settings
+    from django.utils import timezone
+
+    from accounts.permissions import Action
+    from actions import services
+    from queues.stuck import stuck_trades
+    from sandbox.server import DEFAULT_API_KEY, start
+
+    started = time.perf_counter()
+    from .dataset import stream_start
+
+    server = start(
+        port=0, orders=orders, seed=seed, start=stream_start(orders),
+        log=open(os.devnull, "w"),  # noqa: SIM115
+    )  # fmt: skip
+    upstream = time.perf_counter() - started
+    settings.OPOOLS_API_URL, settings.OPOOLS_API_KEY = server.url, DEFAULT_API_KEY
+    try:
+        targets = list(stuck_trades().values_list("transact_id", flat=True)[:limit])
+        with httpx.Client() as client:
+            started = time.perf_counter()
+            for _ in targets:
+                client.get(f"{server.url}/healthz")
+            floor = time.perf_counter() - started
+
+        def bulk():
+            run = services.start_unattended_run(
+                Action.BULK_REPOLL,
+                targets,
+                target=f"{len(targets)} stuck trades",
+                reason="bench",
+                key=f"bench-{timezone.now().timestamp()}",
+            )
+            started = time.perf_counter()
+            services.carry_out(run)
+            took = time.perf_counter() - started
+            run.refresh_from_db()
+            return took, run.done, run.failed
+
+        took, done, failed = rolled_back(bulk)
+    finally:
+        server.stop()
+    report.add(
+        Row(
+            "bulk",
+            f"bulk re-poll of {len(targets):,} stuck trades",
+            f"{len(targets) / took:,.0f} trades/s ({took:.1f} s; {done} done, {failed} failed)",
+            f"GET sandbox /healthz {len(targets) / floor:,.0f} req/s",
+            f"{floor / took:.2f}x",
+            values={
+                "rate": len(targets) / took,
+                "floor": len(targets) / floor,
+                "upstream_start_s": upstream,
+            },
+        )  # fmt: skip
+    )
+
+
+def bench_close(report, days_limit):
+    from django.db.models import Max, Min
+    from django.utils import timezone
+
+    from reconciliation.compute import bounds, compute
+    from reconciliation.services import close_day
+    from records.models import Trade
+
+    span = Trade.objects.aggregate(first=Min("status_at"), last=Max("status_at"))
+    first, last = span["first"].date(), span["last"].date()
+    days = (last - first).days + 1
+    start, end = bounds(first, days)
+    now = timezone.now()
+
+    def read_rows():
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT * FROM records_trade WHERE status_at >= %s AND status_at < %s", [start, end]
+            )
+            trades = len(cursor.fetchall())
+            cursor.execute(
+                "SELECT * FROM records_ledgerentry WHERE posted_at >= %s AND posted_at < %s",
+                [start, end],
+            )
+            entries = len(cursor.fetchall())
+        return time.perf_counter() - started, trades, entries
+
+    baseline, trades, entries = read_rows()
+    started = time.perf_counter()
+    computed = compute(first, now, days=days)
+    took = time.perf_counter() - started
+    report.add(
+        Row(
+            "close",
+            f"close of the whole stream as one window ({days} days)",
+            f"{ms(took)}; {len(computed.exceptions):,} exceptions",
+            f"read {trades:,} trades + {entries:,} ledger entries once {ms(baseline)}",
+            f"{took / baseline:.1f}x",
+            values={"seconds": took, "baseline": baseline},
+        )
+    )
+
+    def close_days():
+        per_day = []
+        for n in range(min(days, days_limit)):
+            day = first + timedelta(days=n)
+            started = time.perf_counter()
+            close, _ = close_day(day, by="bench", now=now)
+            per_day.append(time.perf_counter() - started)
+        return per_day
+
+    per_day = rolled_back(close_days)
+    p50, p99, text = latency(per_day)
+    report.add(
+        Row(
+            "close",
+            f"close_day, {len(per_day)} of the {days} UTC days (rolled back)",
+            f"{text}; slowest {ms(max(per_day))}",
+            f"read once {ms(baseline)} (all days)",
+            f"{max(per_day) / baseline:.2f}x (slowest day)",
+            values={"p50": p50, "p99": p99, "max": max(per_day)},
+        )
+    )
