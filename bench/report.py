@@ -55,11 +55,21 @@ class Report:
         from rich.console import Console
         from rich.table import Table
 
+        from rich import box
+
         table = Table(
-            title=f"bench: {self.meta.get('dataset', '')}", show_lines=False, title_justify="left"
+            title=f"bench: {self.meta.get('dataset', '')}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
         )
-        for name in ("", "operation", "figure", "baseline (same run)", "ratio", "target", ""):
-            table.add_column(name, overflow="fold")
+        widths = (7, 34, 36, 38, 24, 30, 6)
+        for name, width in zip(
+            ("", "operation", "figure", "baseline (same run)", "ratio", "target", ""),
+            widths,
+            strict=True,
+        ):
+            table.add_column(name, overflow="fold", max_width=width)
         for row in self.rows:
             table.add_row(
                 row.id, row.operation, row.figure, row.baseline, row.ratio, row.target, row.verdict

@@ -67,6 +67,7 @@ def parse(argv=None):
     parser.add_argument(
         "--only", action="append", choices=[*OPERATIONS, "verify"], help="repeatable"
     )
+    parser.add_argument("--skip", action="append", choices=OPERATIONS, default=[])
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument(
         "--drop", action="store_true", help="drop the data set (and the schema template) at the end"
@@ -98,7 +99,7 @@ def main(argv=None, out=None):
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1 localhost testserver")
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
     os.environ["BENCH_BASE_DATABASE_URL"] = base_url
-    chosen = args.only or list(OPERATIONS)
+    chosen = [op for op in (args.only or OPERATIONS) if op not in args.skip]
 
     import django
 
@@ -138,6 +139,12 @@ def main(argv=None, out=None):
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_database_size(current_database())")
+        size = cursor.fetchone()[0]
+    report.meta["database_bytes"] = size
     seconds = built["seconds"]
     report.add(
         Row(
@@ -145,6 +152,7 @@ def main(argv=None, out=None):
             f"{built['events']:,} events ({args.orders:,} orders), COPY build",
             f"built in {seconds['total']:.0f} s (play {seconds['play']:.0f}, COPY"
             f" {seconds['copy']:.0f}, indexes {seconds['index']:.0f})"
+            + f"; {size / 1e9:.2f} GB"
             + ("" if fresh else "; reused"),
             values={"build_seconds": seconds, "rows": built["rows"]},
         )
