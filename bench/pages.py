@@ -129,7 +129,7 @@ def seq_scan_note(report):
     big = sorted({t for _, t in where if rows.get(t, 0) > 1000})
     return (
         f"EXPLAIN: {len(report.plans)} queries of the S1-S3 pages; Seq Scan in {len(flagged)}: "
-        + ", ".join(f"{page}: {table} (~{max(0, rows.get(table, 0))} rows)" for page, table in where)
+        + ", ".join(f"{page}: {t} (~{max(0, rows.get(t, 0))} rows)" for page, t in where)
         + (
             f". On a table of more than 1,000 rows: {', '.join(big)}."
             if big

@@ -52,10 +52,9 @@ class Report:
         return row
 
     def print(self, out=None):
+        from rich import box
         from rich.console import Console
         from rich.table import Table
-
-        from rich import box
 
         table = Table(
             title=f"bench: {self.meta.get('dataset', '')}",
