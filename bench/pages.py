@@ -22,7 +22,9 @@ def timed(client, urls):
             started = time.perf_counter()
             response = client.get(url)
             times.append(time.perf_counter() - started)
+        # An exact id answers with a redirect to its order; never to the sign-in page.
         assert response.status_code in (200, 302), (url, response.status_code)
+        assert "/accounts/login" not in response.get("Location", ""), url
         queries.append(len(captured))
     return times, queries
 
