@@ -22,4 +22,5 @@ urlpatterns = [
     path("", include("queues.urls")),
     path("", include("deliveries.urls")),
     path("", include("audit.urls")),
+    path("", include("partners.urls")),
 ]

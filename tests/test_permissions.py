@@ -9,7 +9,7 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 # Served to anyone: the sign-in page, the signed webhook, the health check.
-PUBLIC = {"login", "webhook", "healthz"}
+PUBLIC = {"login", "webhook", "healthz", "partners:verify_key"}
 # Any signed-in user, with a role or not, may sign out.
 SIGNED_IN = {"logout"}
 
@@ -81,6 +81,10 @@ PAGES = [
     "/deliveries/",
     "/deliveries/?partner=ptn_acme",
     "/deliveries/recover?partner=ptn_acme&since=2026-11-20T11:00:00Z",
+    "/partners/",
+    "/partners/new",
+    "/partners/ptn_acme/",
+    "/partners/ptn_acme/edit",
 ]
 POSTS = [
     "/trades/pt_live_abc123/repoll",
@@ -92,6 +96,17 @@ POSTS = [
     "/queues/stuck/bulk/confirm",
     "/pools/EUR-USDT/sla",
     "/deliveries/recover",
+    "/partners/new",
+    "/partners/ptn_acme/edit",
+    "/partners/ptn_acme/status",
+    "/partners/ptn_acme/entitlements",
+    "/partners/ptn_acme/endpoint",
+    "/partners/ptn_acme/test-event",
+    "/partners/ptn_acme/keys",
+    "/partners/ptn_acme/keys/1/roll",
+    "/partners/ptn_acme/keys/1/revoke",
+    "/partners/ptn_acme/secrets",
+    "/partners/ptn_acme/secrets/1/retire",
 ]
 
 
@@ -154,6 +169,7 @@ def test_a_nul_in_a_filter_is_400_not_a_500(support, url):
 IN, NO, LOGIN = "in", "403", "login"
 READ = {"anonymous": LOGIN, "no role": NO, "support": IN, "operations": IN, "admin": IN}
 OPERATE = {"anonymous": LOGIN, "no role": NO, "support": NO, "operations": IN, "admin": IN}
+ADMIN_ONLY = {"anonymous": LOGIN, "no role": NO, "support": NO, "operations": NO, "admin": IN}
 SWEEP = {
     "login": ("GET", "/accounts/login/", dict.fromkeys(READ, "public")),
     "healthz": ("GET", "/healthz", dict.fromkeys(READ, "public")),
@@ -185,6 +201,21 @@ SWEEP = {
     "deliveries:health": ("GET", "/deliveries/", READ),
     "deliveries:recover": ("POST", "/deliveries/recover", OPERATE),
     "audit:list": ("GET", "/audit/?format=csv", READ),
+    # Machine-authenticated (a bearer token): a session, any role, changes nothing.
+    "partners:verify_key": ("POST", "/internal/keys/verify", dict.fromkeys(READ, "public")),
+    "partners:list": ("GET", "/partners/", ADMIN_ONLY),
+    "partners:create": ("POST", "/partners/new", ADMIN_ONLY),
+    "partners:detail": ("GET", "/partners/ptn_acme/", ADMIN_ONLY),
+    "partners:edit": ("POST", "/partners/ptn_acme/edit", ADMIN_ONLY),
+    "partners:status": ("POST", "/partners/ptn_acme/status", ADMIN_ONLY),
+    "partners:entitlement": ("POST", "/partners/ptn_acme/entitlements", ADMIN_ONLY),
+    "partners:endpoint": ("POST", "/partners/ptn_acme/endpoint", ADMIN_ONLY),
+    "partners:test_event": ("POST", "/partners/ptn_acme/test-event", ADMIN_ONLY),
+    "partners:issue_key": ("POST", "/partners/ptn_acme/keys", ADMIN_ONLY),
+    "partners:roll_key": ("POST", "/partners/ptn_acme/keys/1/roll", ADMIN_ONLY),
+    "partners:revoke_key": ("POST", "/partners/ptn_acme/keys/1/revoke", ADMIN_ONLY),
+    "partners:rotate_secret": ("POST", "/partners/ptn_acme/secrets", ADMIN_ONLY),
+    "partners:retire_secret": ("POST", "/partners/ptn_acme/secrets/1/retire", ADMIN_ONLY),
 }
 VISITORS = ["anonymous", "no role", "support", "operations", "admin"]
 
