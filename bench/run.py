@@ -16,6 +16,10 @@ pages     p50/p99 and queries of /id/<value>, the order timeline and the
 bulk      a bulk re-poll of every stuck trade against the sandbox upstream
           on loopback (same network, same seed), against plain GETs of the
           sandbox's /healthz over the same loopback (the HTTP floor).
+verify    POST /internal/keys/verify (the network asking whether a partner
+          key is good) over loopback HTTP to gunicorn with 2 workers, against
+          GET /healthz (one query and a broker ping) and GET of the sign-in
+          page (no database work) on the same server.
 """
 
 import argparse
@@ -297,6 +301,116 @@ def bench_webhook(url, total, concurrency):
         server.wait(10)
 
 
+def _gunicorn(url, port, **env):
+    server = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "gunicorn"),
+            "opspanel.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": url,
+            "SECRET_KEY": "bench",
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+            **env,
+        },
+    )
+    import httpx
+
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return server
+
+
+def _raw_client(port, concurrency):
+    """``run(requests)``: send each prepared HTTP/1.1 request (bytes) on its own
+    connection, ``concurrency`` at a time; (seconds, [status]). Plain sockets,
+    so the load generator costs little of the CPU it shares with the server
+    (gunicorn's sync workers close every connection anyway)."""
+    import socket
+
+    def one(request):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(request)
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        return int(b"".join(chunks)[9:12])
+
+    def run(requests):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            codes = list(pool.map(one, requests))
+        return time.perf_counter() - started, codes
+
+    return run
+
+
+def _request(method, path, headers=(), body=b""):
+    head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *headers]
+    if body:
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def bench_verify(url, total, concurrency):
+    import random
+
+    import orjson
+
+    from partners import services
+
+    token = secrets.token_urlsafe(32)
+    partners = [
+        services.create_partner(f"ptn_bench_{n}", "", "live", verified=True, actor_name="bench")
+        for n in range(5)
+    ]
+    for partner in partners:
+        services.set_entitlement(partner, "EUR-USDT", "buy", max_per_quote="5000", reason="bench")
+        services.set_entitlement(partner, "EUR-USDT", "sell", reason="bench")
+    values = [services.issue_key(p, actor_name="bench").value for p in partners for _ in range(10)]
+    port = 8766
+    server = _gunicorn(url, port, OPSPANEL_VERIFY_TOKENS=token)
+    headers = (f"Authorization: Bearer {token}", "Content-Type: application/json")
+    verifications = [
+        _request(
+            "POST", "/internal/keys/verify", headers, orjson.dumps({"key": random.choice(values)})
+        )
+        for _ in range(total)
+    ]
+    run = _raw_client(port, concurrency)
+    try:
+        run(verifications[:200])  # both workers warm
+        took_health, codes = run([_request("GET", "/healthz")] * total)
+        assert set(codes) == {200}, set(codes)
+        say(f"baseline: GET /healthz            {total / took_health:>10,.0f} req/s")
+        took_base, codes = run([_request("GET", "/accounts/login/")] * total)
+        assert set(codes) == {200}, set(codes)
+        say(f"baseline: GET sign-in page        {total / took_base:>10,.0f} req/s")
+        took, codes = run(verifications)
+        assert set(codes) == {200}, set(codes)
+        say(
+            f"POST /internal/keys/verify        {total / took:>10,.0f} verifications/s"
+            f"  = {took_health / took:.2f}x /healthz, {took_base / took:.2f}x the sign-in page"
+            f" (2 gunicorn workers, {concurrency} clients)"
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -305,7 +419,8 @@ def main():
     parser.add_argument("--webhooks", type=int, default=2_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--only", choices=["import", "webhook", "pages", "bulk"])
+    parser.add_argument("--verifications", type=int, default=5_000)
+    parser.add_argument("--only", choices=["import", "webhook", "pages", "bulk", "verify"])
     args = parser.parse_args()
 
     base_url = os.environ.get("DATABASE_URL")
@@ -337,6 +452,8 @@ def main():
             bench_bulk(max(1, int(args.events / 8.4)))
         if args.only in (None, "webhook"):
             bench_webhook(url, args.webhooks, args.concurrency)
+        if args.only in (None, "verify"):
+            bench_verify(url, args.verifications, args.concurrency)
     finally:
         from django.db import connections
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -330,6 +330,21 @@ def revoke_key(key, *, actor=None, actor_name="cli", reason="", now=None):
     return True
 
 
+# One statement per verification: the key (usable now), its partner's status
+# and entitlements. The unique index on digest finds the key.
+VERIFY_SQL = """
+SELECT k.id, k.mode, k.last_used_at, p.partner_id, COALESCE(pr.status, 'active'),
+       (SELECT COALESCE(json_agg(json_build_array(e.pool_id, e.side, e.max_per_quote::text,
+                                                  e.max_per_day::text)
+                                 ORDER BY e.pool_id, e.side), '[]'::json)
+          FROM partners_entitlement e WHERE e.partner_id = k.partner_id)
+  FROM partners_apikey k
+  JOIN records_partner p ON p.id = k.partner_id
+  LEFT JOIN partners_profile pr ON pr.partner_id = k.partner_id
+ WHERE k.digest = %s AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > %s)
+"""
+
+
 def verify_key(value, *, now=None):
     """What the network may do with ``value``, or None, whatever the reason
     (malformed, wrong checksum, unknown, revoked, expired). The checksum is
@@ -337,43 +352,28 @@ def verify_key(value, *, now=None):
     if keys.parse(value) is None:
         return None
     now = now or timezone.now()
-    key = (
-        ApiKey.objects.usable(now)
-        .filter(digest=keys.digest(value))
-        .select_related("partner__profile")
-        .only("id", "mode", "last_used_at", "partner__partner_id", "partner__profile__status")
-        .first()
-    )
-    if key is None:
+    with connection.cursor() as cursor:
+        cursor.execute(VERIFY_SQL, [keys.digest(value), now])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    if key.last_used_at is None or key.last_used_at <= now - LAST_USED_EVERY:
-        # At most one write a minute per key, however many verifications.
-        ApiKey.objects.filter(pk=key.pk).filter(
+    pk, mode, last_used_at, partner_id, status, entitlements = row
+    if last_used_at is None or last_used_at <= now - LAST_USED_EVERY:
+        # At most one write a minute per key, however many verifications (and
+        # however many processes: the condition is checked again by the UPDATE).
+        ApiKey.objects.filter(pk=pk).filter(
             Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_EVERY)
         ).update(last_used_at=now)
-    profile = getattr(key.partner, "profile", None)
-    status = profile.status if profile else Profile.Status.ACTIVE
-    rows = Entitlement.objects.filter(partner_id=key.partner_id).values_list(
-        "pool_id", "side", "max_per_quote", "max_per_day"
-    )
-    entitlements = (
-        []
-        if status == Profile.Status.SUSPENDED
-        else [
-            {
-                "poolId": pool_id,
-                "side": side,
-                "maxPerQuote": None if per_quote is None else str(per_quote),
-                "maxPerDay": None if per_day is None else str(per_day),
-            }
-            for pool_id, side, per_quote, per_day in rows
-        ]
-    )
+    if status == Profile.Status.SUSPENDED:
+        entitlements = []
     return {
-        "partnerId": key.partner.partner_id,
-        "environment": key.mode,
+        "partnerId": partner_id,
+        "environment": mode,
         "status": status,
-        "entitlements": entitlements,
+        "entitlements": [
+            {"poolId": pool_id, "side": side, "maxPerQuote": per_quote, "maxPerDay": per_day}
+            for pool_id, side, per_quote, per_day in entitlements
+        ],
     }
 
 
