@@ -17,7 +17,8 @@ from django.shortcuts import render
 
 SESSION_KEY = "opspanel_sudo_at"
 PASSWORD_FIELD = "sudo_password"  # noqa: S105 - a form field name
-CARRIED_NOT = {"csrfmiddlewaretoken", PASSWORD_FIELD}
+# Never echoed back into a page: the CSRF token is fresh, passwords are retyped.
+CARRIED_NOT = {"csrfmiddlewaretoken", PASSWORD_FIELD, "password"}
 
 
 def in_sudo(request):

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "actions",
     "queues",
     "deliveries",
+    "team",
     "sandbox",
 ]
 

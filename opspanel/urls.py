@@ -23,4 +23,5 @@ urlpatterns = [
     path("", include("deliveries.urls")),
     path("", include("audit.urls")),
     path("", include("partners.urls")),
+    path("", include("team.urls")),
 ]

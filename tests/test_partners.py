@@ -20,7 +20,9 @@ from partners import keys, services
 from partners.models import ApiKey, Endpoint, Entitlement, SigningSecret
 from records.models import DeliveryAttempt, Partner
 from tests.conftest import PASSWORD
+from tests.factories import UserFactory
 from tests.helpers import received
+from tests.test_permissions import PAGES, POSTS
 
 pytestmark = pytest.mark.django_db
 
@@ -459,3 +461,35 @@ def test_deploy_checks_refuse_the_development_encryption_key(settings):
     assert "partners.E001" in {m.id for m in run_checks(include_deployment_checks=True)}
     settings.OPSPANEL_SECRET_KEYS = ["not-a-key"]
     assert "partners.E002" in {m.id for m in run_checks()}
+
+
+ADMIN_PAGES = [url for url in PAGES if url.startswith(("/partners", "/team"))]
+ADMIN_POSTS = [url for url in POSTS if url.startswith(("/partners", "/team"))]
+
+
+@pytest.mark.parametrize("role", ["support", "operations"])
+def test_everyone_but_an_admin_gets_403_on_every_partner_and_team_page_and_post(
+    client, partner, role
+):
+    client.force_login(UserFactory(role=role))
+    services.issue_key(partner, reason="t")
+    services.rotate_secret(partner, reason="t")
+    key, secret = ApiKey.objects.get(), SigningSecret.objects.get()
+
+    def real(url):
+        return (
+            url.replace("ptn_acme", "ptn_globex")
+            .replace("keys/1", f"keys/{key.pk}")
+            .replace("secrets/1", f"secrets/{secret.pk}")
+        )
+
+    gets = {url: client.get(real(url)).status_code for url in ADMIN_PAGES}
+    posts = {
+        url: client.post(real(url), {"reason": "r", "sudo_password": "x"}).status_code
+        for url in ADMIN_POSTS
+    }
+
+    assert set(gets.values()) == set(posts.values()) == {403}
+    assert len(ADMIN_PAGES) >= 5 and len(ADMIN_POSTS) >= 14
+    assert Entry.objects.filter(actor__isnull=False).count() == 0
+    assert ApiKey.objects.get().revoked_at is None

@@ -85,6 +85,7 @@ PAGES = [
     "/partners/new",
     "/partners/ptn_acme/",
     "/partners/ptn_acme/edit",
+    "/team/",
 ]
 POSTS = [
     "/trades/pt_live_abc123/repoll",
@@ -107,6 +108,9 @@ POSTS = [
     "/partners/ptn_acme/keys/1/revoke",
     "/partners/ptn_acme/secrets",
     "/partners/ptn_acme/secrets/1/retire",
+    "/team/new",
+    "/team/1/role",
+    "/team/1/deactivate",
 ]
 
 
@@ -216,6 +220,10 @@ SWEEP = {
     "partners:revoke_key": ("POST", "/partners/ptn_acme/keys/1/revoke", ADMIN_ONLY),
     "partners:rotate_secret": ("POST", "/partners/ptn_acme/secrets", ADMIN_ONLY),
     "partners:retire_secret": ("POST", "/partners/ptn_acme/secrets/1/retire", ADMIN_ONLY),
+    "team:list": ("GET", "/team/", ADMIN_ONLY),
+    "team:create": ("POST", "/team/new", ADMIN_ONLY),
+    "team:role": ("POST", "/team/1/role", ADMIN_ONLY),
+    "team:deactivate": ("POST", "/team/1/deactivate", ADMIN_ONLY),
 }
 VISITORS = ["anonymous", "no role", "support", "operations", "admin"]
 
