@@ -378,3 +378,70 @@ def test_an_agent_on_a_phone_opens_an_event_and_the_runs_without_sideways_scroll
     page.wait_for_url(f"{live_server.url}/actions/runs/{run.pk}/retry")
     assert "pt_live_PHONE1" in page.locator("ul.what").inner_text()
     assert fits()
+
+
+def test_an_admin_creates_a_partner_issues_and_rolls_a_key_rotates_a_secret_and_pings_it(
+    page, live_server, admin_user, upstream
+):
+    import httpx
+
+    from partners.models import ApiKey
+    from tests.helpers import received
+
+    sign_in(page, live_server, admin_user)
+    page.click("header nav.sections >> text=Partners")
+    page.click("#new-partner")
+    page.fill("#id_partner_id", "ptn_browser")
+    page.fill("#id_name", "Browser Ltd")
+    page.select_option("#id_mode", "live")
+    page.check("#id_verified")
+    page.fill("#id_reason", "signed contract")
+    page.click("#partner-form button[type=submit]")
+    page.wait_for_url("**/partners/ptn_browser/")
+
+    page.fill("#endpoint-form input[name=url]", f"{upstream.url}/partners/ptn_browser/webhooks")
+    page.fill("#endpoint-form input[name=reason]", "onboarding")
+    page.click("#endpoint-form button[type=submit]")
+    page.wait_for_url("**/partners/ptn_browser/")
+
+    page.fill("#issue-form input[name=reason]", "first key")
+    page.fill("#issue-form input[name=sudo_password]", PASSWORD)
+    page.click("#issue-form button[type=submit]")
+    first = page.locator("#secret-value").inner_text()
+    assert first.startswith("sk_live_")
+    page.click("#done")
+    assert first not in page.content() and first[-4:] in page.content()
+
+    # In sudo mode now: no password asked again.
+    roll = page.locator(".roll-form").first
+    roll.locator("select[name=overlap]").select_option("1h")
+    roll.locator("input[name=reason]").fill("yearly roll")
+    roll.locator("button[type=submit]").click()
+    second = page.locator("#secret-value").inner_text()
+    assert second.startswith("sk_live_") and second != first
+    page.click("#done")
+    states = page.locator("#keys tr[data-key]").evaluate_all(
+        "rows => rows.map(r => r.dataset.state)"
+    )
+    assert sorted(states) == ["active", "expiring"]
+    assert ApiKey.objects.filter(expires_at__isnull=False).count() == 1
+
+    page.fill("#rotate-form input[name=reason]", "first secret")
+    page.click("#rotate-form button[type=submit]")
+    secret = page.locator("#secret-value").inner_text()
+    assert secret.startswith("whsec_")
+    httpx.post(
+        f"{upstream.url}/_sandbox/partners/ptn_browser", json={"secrets": [secret], "respond": 200}
+    )
+    page.click("#done")
+
+    page.click("#test-event-form button[type=submit]")
+    page.wait_for_url("**/partners/ptn_browser/")
+    assert "answered 200" in page.locator("ul.messages").inner_text()
+    assert [(r["verified"], r["event"]["type"]) for r in received(upstream, "ptn_browser")] == [
+        (True, "ping")
+    ]
+    page.set_viewport_size({"width": 390, "height": 844})
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "partner.png"), full_page=True)
+    assert overflow(page) == 0
