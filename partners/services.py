@@ -91,12 +91,15 @@ def _check_rate(actor):
 # --- the partner and its standing ---------------------------------------------
 
 
+def default_mode(*, live, any):
+    """A partner 0Pools told us about is live if any of its orders is, test
+    if it only has test orders; live when nothing was seen yet."""
+    return Mode.TEST if any and not live else Mode.LIVE
+
+
 def infer_mode(partner):
-    """A partner 0Pools told us about is live if any of its orders is."""
     orders = Order.objects.filter(partner=partner)
-    if orders.filter(livemode=True).exists():
-        return Mode.LIVE
-    return Mode.TEST if orders.exists() else Mode.LIVE
+    return default_mode(live=orders.filter(livemode=True).exists(), any=orders.exists())
 
 
 def profile_of(partner):

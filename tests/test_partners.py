@@ -493,3 +493,20 @@ def test_everyone_but_an_admin_gets_403_on_every_partner_and_team_page_and_post(
     assert len(ADMIN_PAGES) >= 5 and len(ADMIN_POSTS) >= 14
     assert Entry.objects.filter(actor__isnull=False).count() == 0
     assert ApiKey.objects.get().revoked_at is None
+
+
+def test_the_partner_list_reads_in_the_same_queries_for_three_partners_or_six(
+    admin, partner, django_assert_max_num_queries
+):
+    for n in range(2):
+        services.issue_key(services.create_partner(f"ptn_few_{n}", "", "test", reason="t"))
+    with CaptureQueriesContext(connection) as few:
+        assert admin.get("/partners/").status_code == 200
+    for n in range(3):
+        services.issue_key(services.create_partner(f"ptn_more_{n}", "", "test", reason="t"))
+    Partner.objects.create(partner_id="ptn_from_0pools")  # no profile yet: defaults
+
+    with django_assert_max_num_queries(len(few)):
+        page = admin.get("/partners/").content.decode()
+
+    assert page.count("<tr data-partner=") == 7
