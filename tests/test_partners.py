@@ -12,6 +12,7 @@ import time_machine
 from django.core.checks import run_checks
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -138,6 +139,8 @@ def test_verify_refuses_a_user_session_and_a_wrong_machine_token(admin, partner,
     assert verify(admin, value).status_code == 401
     settings.OPSPANEL_VERIFY_TOKENS = ["another-token-" + "z" * 40, TOKEN]
     assert verify(admin, value).status_code == 200
+    # A machine has no CSRF token to send.
+    assert verify(Client(enforce_csrf_checks=True), value).status_code == 200
 
 
 def test_a_refusal_never_says_whether_the_key_exists_expired_or_was_revoked(client, partner):
@@ -215,6 +218,8 @@ def test_a_key_is_shown_once_and_never_again(admin, partner, caplog):
         for url in ("/partners/", "/partners/ptn_globex/", "/audit/", "/audit/?format=csv")
     ]
     assert value[-4:] in pages[1]
+    assert verify(admin, value).status_code == 200
+    assert verify(admin, value[:-1] + "0", token="wrong").status_code == 401
     again = issue(admin, partner)  # the same form sent twice
     assert again.status_code == 409 and ApiKey.objects.count() == 1
     pages.append(again.content.decode())
