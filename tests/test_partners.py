@@ -515,3 +515,13 @@ def test_the_partner_list_reads_in_the_same_queries_for_three_partners_or_six(
         page = admin.get("/partners/").content.decode()
 
     assert page.count("<tr data-partner=") == 7
+
+
+def test_partner_changes_are_rate_limited_per_user(admin, partner, settings):
+    settings.OPSPANEL_ACTIONS_PER_MINUTE = 1
+    first = admin.post("/partners/ptn_globex/status", {"status": "suspended", "reason": "a"})
+    second = admin.post("/partners/ptn_globex/status", {"status": "active", "reason": "b"})
+
+    assert first.status_code == 302
+    assert second.status_code == 429 and b"Rate limit" in second.content
+    assert services.profile_of(Partner.objects.get(pk=partner.pk)).status == "suspended"
