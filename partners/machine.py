@@ -56,12 +56,12 @@ def _refused(code, message):
 def verify_key(request):
     if not _machine(request):
         return _refused("unauthorized", "A valid machine bearer token is required.")
-    if int(request.headers.get("Content-Length") or 0) > MAX_BODY:
-        return _json({"error": {"code": "too_large", "message": "The body is too large."}}, 413)
+    length = request.headers.get("Content-Length") or "0"
+    if not length.isdigit() or int(length) > MAX_BODY:
+        return _json({"error": {"code": "too_large", "message": "Send at most 1 KiB."}}, 413)
     try:
-        body = orjson.loads(request.body)
-        key = body["key"]
-    except (orjson.JSONDecodeError, TypeError, KeyError):
+        key = orjson.loads(request.body)["key"]
+    except (orjson.JSONDecodeError, TypeError, KeyError, IndexError):
         return _json(
             {"error": {"code": "bad_request", "message": 'Send {"key": "sk_…"} as JSON.'}}, 400
         )

@@ -525,3 +525,25 @@ def test_partner_changes_are_rate_limited_per_user(admin, partner, settings):
     assert first.status_code == 302
     assert second.status_code == 429 and b"Rate limit" in second.content
     assert services.profile_of(Partner.objects.get(pk=partner.pk)).status == "suspended"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (b"[]", {}, 400),
+        (b'{"nokey": 1}', {}, 400),
+        (b"not json", {}, 400),
+        (b'{"key": 42}', {}, 401),
+        (b'{"key": "' + b"x" * 2000 + b'"}', {}, 413),
+        (b'{"key": "sk_live_"}', {"Content-Length": "1e3"}, 413),
+    ],
+)
+def test_a_malformed_verification_is_a_4xx_never_a_500(client, body, headers, status):
+    response = client.post(
+        "/internal/keys/verify",
+        data=body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {TOKEN}", **headers},
+    )
+
+    assert response.status_code == status
