@@ -108,7 +108,11 @@ def _refused(request, partner, refused, **extra):
 
 
 def _invalid(request, partner, form, **extra):
-    errors = "; ".join(f"{e}" for errs in form.errors.values() for e in errs)
+    def label(name):
+        field = form.fields.get(name)
+        return (field.label if field and field.label else name).replace("_", " ")
+
+    errors = "; ".join(f"{label(name)}: {e}" for name, errs in form.errors.items() for e in errs)
     context = _detail_context(request, partner, refusal=errors, **extra)
     return render(request, "partners/detail.html", context, status=400)
 

@@ -87,3 +87,13 @@ def test_a_weak_or_taken_username_or_password_is_refused(admin, support_user):
     assert weak.status_code == 400 and taken.status_code == 409
     assert not get_user_model().objects.filter(username="bob").exists()
     assert b"hired" not in taken.content and NEW_PASSWORD.encode() not in taken.content
+
+
+def test_the_password_page_never_echoes_a_password(admin):
+    asked = admin.post(
+        "/team/new",
+        {"username": "nina", "password": NEW_PASSWORD, "role": "support", "reason": "hired"},
+    )
+
+    assert b'id="sudo"' in asked.content and b'value="hired"' in asked.content
+    assert NEW_PASSWORD.encode() not in asked.content
