@@ -217,6 +217,10 @@ def role_pages(event_id, run_pk, since):
         f"/actions/runs/{run_pk}/": 200,
         "/orders/ptn_acme/no_such_order/": 404,  # an error page, in the layout
         recover: {"support": 403, "operations": 200, "admin": 200},
+        **dict.fromkeys(
+            ["/partners/", "/partners/ptn_acme/", "/team/"],
+            {"support": 403, "operations": 403, "admin": 200},
+        ),
     }
 
 
