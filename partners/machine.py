@@ -10,6 +10,7 @@ which.
 import hmac
 
 import orjson
+from csp.decorators import csp_exempt
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpResponse
@@ -50,6 +51,7 @@ def _refused(code, message):
 
 
 @csrf_exempt  # the bearer token is the authentication, never a cookie
+@csp_exempt()  # JSON for a machine: no page to protect
 @login_not_required
 @never_cache
 @require_POST

@@ -1,10 +1,9 @@
 from django.urls import path
 
-from . import machine, views
+from . import views
 
 app_name = "partners"
 urlpatterns = [
-    path("internal/keys/verify", machine.verify_key, name="verify_key"),
     path("partners/", views.partner_list, name="list"),
     path("partners/new", views.partner_create, name="create"),
     path("partners/<str:partner_id>/", views.partner_detail, name="detail"),

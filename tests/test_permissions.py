@@ -9,7 +9,7 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 # Served to anyone: the sign-in page, the signed webhook, the health check.
-PUBLIC = {"login", "webhook", "healthz", "partners:verify_key"}
+PUBLIC = {"login", "webhook", "healthz", "keys_verify"}
 # Any signed-in user, with a role or not, may sign out.
 SIGNED_IN = {"logout"}
 
@@ -206,7 +206,7 @@ SWEEP = {
     "deliveries:recover": ("POST", "/deliveries/recover", OPERATE),
     "audit:list": ("GET", "/audit/?format=csv", READ),
     # Machine-authenticated (a bearer token): a session, any role, changes nothing.
-    "partners:verify_key": ("POST", "/internal/keys/verify", dict.fromkeys(READ, "public")),
+    "keys_verify": ("POST", "/internal/keys/verify", dict.fromkeys(READ, "public")),
     "partners:list": ("GET", "/partners/", ADMIN_ONLY),
     "partners:create": ("POST", "/partners/new", ADMIN_ONLY),
     "partners:detail": ("GET", "/partners/ptn_acme/", ADMIN_ONLY),
