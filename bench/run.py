@@ -19,7 +19,10 @@ bulk      a bulk re-poll of every stuck trade against the sandbox upstream
 verify    POST /internal/keys/verify (the network asking whether a partner
           key is good) over loopback HTTP to gunicorn with 2 workers, against
           GET /healthz (one query and a broker ping) and GET of the sign-in
-          page (no database work) on the same server.
+          page (no database work) on the same server. Each also says the CPU
+          one request cost gunicorn, PostgreSQL and the client (from /proc):
+          requests/s follow whatever else the machine runs, CPU per request
+          much less.
 """
 
 import argparse
@@ -365,6 +368,67 @@ def _request(method, path, headers=(), body=b""):
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+def _cpu_seconds(pids):
+    """User + system CPU the processes have used so far (Linux /proc), by pid."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def _server_pids(server, url):
+    """The gunicorn workers and the PostgreSQL backends serving the bench database."""
+    import dj_database_url
+
+    try:
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    name = dj_database_url.parse(url)["NAME"]
+    try:
+        with psycopg.connect(url.replace("postgres://", "postgresql://", 1)) as conn:
+            backends = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [name],
+                )
+            ]
+    except psycopg.Error:
+        backends = []
+    return [int(pid) for pid in children], backends
+
+
+def _cpu_per_request(server, url, run, requests):
+    """(seconds, codes, and the CPU milliseconds one request cost gunicorn's
+    workers, PostgreSQL and this client): what a request costs whatever else
+    the machine is doing, where requests per second depend on it."""
+    import resource
+
+    def client_cpu():
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    workers, backends = _server_pids(server, url)
+    before = _cpu_seconds(workers + backends)
+    client_before = client_cpu()
+    took, codes = run(requests)
+    client_ms = (client_cpu() - client_before) * 1000 / len(requests)
+    workers, backends = _server_pids(server, url)  # the pool may have opened more
+    after = _cpu_seconds(workers + backends)
+
+    def spent(pids):
+        return sum(after.get(p, 0) - before.get(p, 0) for p in pids) * 1000 / len(requests)
+
+    return took, codes, spent(workers), spent(backends), client_ms
+
+
 def bench_verify(url, total, concurrency):
     import random
 
@@ -393,18 +457,31 @@ def bench_verify(url, total, concurrency):
     run = _raw_client(port, concurrency)
     try:
         run(verifications[:200])  # both workers warm
-        took_health, codes = run([_request("GET", "/healthz")] * total)
-        assert set(codes) == {200}, set(codes)
-        say(f"baseline: GET /healthz            {total / took_health:>10,.0f} req/s")
-        took_base, codes = run([_request("GET", "/accounts/login/")] * total)
-        assert set(codes) == {200}, set(codes)
-        say(f"baseline: GET sign-in page        {total / took_base:>10,.0f} req/s")
-        took, codes = run(verifications)
-        assert set(codes) == {200}, set(codes)
+        lines = []
+        results = {}
+        for label, requests in (
+            ("baseline: GET /healthz        ", [_request("GET", "/healthz")] * total),
+            ("baseline: GET sign-in page    ", [_request("GET", "/accounts/login/")] * total),
+            ("POST /internal/keys/verify    ", verifications),
+        ):
+            took, codes, web_ms, db_ms, client_ms = _cpu_per_request(server, url, run, requests)
+            assert set(codes) == {200}, set(codes)
+            results[label] = took
+            line = f"{label}{total / took:>8,.0f} req/s"
+            if web_ms:
+                line += (
+                    f"; CPU per request: gunicorn {web_ms:.2f} ms, PostgreSQL {db_ms:.2f} ms,"
+                    f" this client {client_ms:.2f} ms: 2 idle cores would serve at most"
+                    f" ~{2000 / (web_ms + db_ms + client_ms):,.0f}/s with this client,"
+                    f" ~{2000 / (web_ms + db_ms):,.0f}/s without"
+                )
+            lines.append(line)
+        for line in lines:
+            say(line)
+        health, sign_in, took = results.values()
         say(
-            f"POST /internal/keys/verify        {total / took:>10,.0f} verifications/s"
-            f"  = {took_health / took:.2f}x /healthz, {took_base / took:.2f}x the sign-in page"
-            f" (2 gunicorn workers, {concurrency} clients)"
+            f"verify = {health / took:.2f}x /healthz, {sign_in / took:.2f}x the sign-in page"
+            f" (2 gunicorn workers, {concurrency} clients, same run)"
         )
     finally:
         server.terminate()
