@@ -21,7 +21,7 @@ from django.utils import timezone
 from accounts.permissions import Action
 from audit import log as audit
 from audit.models import Entry
-from lib.formats import rfc3339
+from lib.formats import rfc3339, utc_text
 from outbound.guard import ForbiddenTarget, check_url, guarded_client
 from outbound.signing import deliver
 from records.models import DeliveryAttempt, Order, Partner
@@ -314,7 +314,7 @@ def roll_key(key, overlap, *, actor=None, actor_name="cli", reason="", request_k
         Action.PARTNER_KEY_ROLL,
         old.partner,
         reason,
-        f"new key {issued.key.masked}; {old.masked} expires {rfc3339(old.expires_at)}",
+        f"new key {issued.key.masked}; {old.masked} expires {utc_text(old.expires_at)}",
     )
     return issued
 
@@ -436,7 +436,7 @@ def rotate_secret(
         Action.PARTNER_ROTATE_SECRET,
         partner,
         reason,
-        f"new secret {created.fingerprint}; previous ones retire {rfc3339(retire_at)}",
+        f"new secret {created.fingerprint}; previous ones retire {utc_text(retire_at)}",
     )
     return value
 

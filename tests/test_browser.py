@@ -445,7 +445,8 @@ def test_an_admin_creates_a_partner_issues_and_rolls_a_key_rotates_a_secret_and_
     assert [(r["verified"], r["event"]["type"]) for r in received(upstream, "ptn_browser")] == [
         (True, "ping")
     ]
-    page.set_viewport_size({"width": 390, "height": 844})
     ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "partner-1280.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
     page.screenshot(path=str(ARTIFACTS / "partner.png"), full_page=True)
     assert overflow(page) == 0
