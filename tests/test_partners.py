@@ -547,3 +547,20 @@ def test_a_malformed_verification_is_a_4xx_never_a_500(client, body, headers, st
     )
 
     assert response.status_code == status
+
+
+def test_a_new_encryption_key_first_then_reencrypt_and_the_old_key_can_go(partner, settings):
+    from cryptography.fernet import Fernet
+
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.OPSPANEL_SECRET_KEYS = [old_key]
+    value = services.rotate_secret(partner, reason="t")
+    settings.OPSPANEL_SECRET_KEYS = [new_key, old_key]
+    assert SigningSecret.objects.get().secret == value  # the old key still decrypts
+
+    out = io.StringIO()
+    call_command("partners", "reencrypt", stdout=out)
+    settings.OPSPANEL_SECRET_KEYS = [new_key]
+
+    assert "re-encrypted 1 signing secrets" in out.getvalue()
+    assert SigningSecret.objects.get().secret == value
