@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "queues",
     "deliveries",
     "reconciliation",
+    "team",
     "sandbox",
 ]
 
@@ -278,6 +279,18 @@ OPOOLS_OUTBOUND_ALLOW_PRIVATE = env_bool("OPOOLS_OUTBOUND_ALLOW_PRIVATE", DEBUG)
 OPSPANEL_ACTIONS_PER_MINUTE = int(env("OPSPANEL_ACTIONS_PER_MINUTE", "20"))
 # A pending event younger than this is left to its own task by the sweep.
 OPOOLS_SWEEP_GRACE_SECONDS = int(env("OPOOLS_SWEEP_GRACE_SECONDS", "20"))
+
+# Partners (partners/): Fernet keys that encrypt webhook signing secrets at
+# rest, newest first (MultiFernet); a fixed, public key with DEBUG or in
+# tests only (``check --deploy`` refuses it: partners.E001).
+OPSPANEL_SECRET_KEYS = env_list("OPSPANEL_SECRET_KEYS") or (
+    ["b3BzcGFuZWwtZGV2LW9ubHktbm90LWEtc2VjcmV0ISE="] if (DEBUG or TESTING) else []
+)
+# Bearer tokens the 0Pools network presents to POST /internal/keys/verify
+# (several during rotation); none: every verification is refused.
+OPSPANEL_VERIFY_TOKENS = env_list("OPSPANEL_VERIFY_TOKENS")
+# How long a password re-entry (sudo mode) covers key and secret operations.
+OPSPANEL_SUDO_SECONDS = int(env("OPSPANEL_SUDO_SECONDS", "600"))
 
 LOGGING = {
     "version": 1,

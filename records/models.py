@@ -14,6 +14,8 @@ Who writes them, and nothing else does:
 - ``ingest.refusals``: ``RejectedDelivery``, a webhook request refused;
 - ``actions.services.record_replay_attempt``: the ``DeliveryAttempt`` of a
   replay the panel sent;
+- ``partners.services``: a ``Partner`` an admin creates before 0Pools sent
+  it, and the ``DeliveryAttempt`` of a test ping;
 - ``queues.services.set_pool_sla``: a pool's ``sla_minutes``.
 """
 
