@@ -46,9 +46,8 @@ def _unreachable(exc):
         state = getattr(exc, "sqlstate", None)
         # No SQLSTATE: the connection failed or was cut (not a server's answer).
         return state is None or state.startswith("08") or state in _AWAY
-    if isinstance(exc, db_utils.InterfaceError):
-        return True  # Django's "connection already closed"
-    return False
+    # Django's "connection already closed":
+    return isinstance(exc, db_utils.InterfaceError)
 
 
 def shorten_reconnect_backoff():
