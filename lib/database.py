@@ -13,11 +13,23 @@ pool takes no option for it, so its class constants are set: a try every
 ``RECONNECT_SECONDS`` (with the pool's own jitter) for as long as it lasts.
 """
 
+import threading
+import time
+
 import psycopg
+from django.db import connection
 from django.db import utils as db_utils
 
 RECONNECT_SECONDS = 0.5
 RETRY_AFTER_SECONDS = 2
+# After a request found the database unreachable, the requests of the next
+# few seconds in this process answer 503 at once unless the pool has a
+# connection again (``known_away``): they would only wait the pool's timeout
+# each, and queue behind one another. One request then tries for real.
+AWAY_SECONDS = 3.0
+
+_lock = threading.Lock()
+_away_until = 0.0
 
 # SQLSTATEs of a server going away or not taking connections yet:
 # admin_shutdown, crash_shutdown, cannot_connect_now.
@@ -55,3 +67,29 @@ def shorten_reconnect_backoff():
 
     AttemptWithBackoff.INITIAL_DELAY = RECONNECT_SECONDS
     AttemptWithBackoff.DELAY_BACKOFF = 1.0
+
+
+def mark_away():
+    """A request just found the database unreachable."""
+    global _away_until  # noqa: PLW0603 - one flag per process, by design
+    with _lock:
+        _away_until = time.monotonic() + AWAY_SECONDS
+
+
+def forget_away():
+    """Tests: the next request tries the database for real."""
+    global _away_until  # noqa: PLW0603
+    with _lock:
+        _away_until = 0.0
+
+
+def known_away():
+    """True while the database was found away moments ago and the pool has not
+    got a connection since (its reconnect tries run every RECONNECT_SECONDS,
+    so this ends within that much of the server's return)."""
+    if time.monotonic() >= _away_until:
+        return False
+    pool = connection.pool if connection.settings_dict["OPTIONS"].get("pool") else None
+    if pool is None or pool.closed:
+        return False  # no pool (yet): a refused connect is as quick as this check
+    return pool.get_stats().get("pool_available", 0) == 0

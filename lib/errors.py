@@ -165,6 +165,7 @@ def server_error(request):
     failed), and never the exception's text. A database that cannot be
     reached is a 503 with ``Retry-After`` instead (``database_unavailable``)."""
     if database.unavailable(sys.exc_info()[1]):
+        database.mark_away()
         return database_unavailable(request)
     reason = (
         "The panel failed to answer this request; nothing you did caused it, and it "

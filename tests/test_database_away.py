@@ -14,6 +14,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from lib import database
 from lib.database import unavailable
 from records.models import WebhookEvent
 from tests import envelopes
@@ -44,6 +45,7 @@ def database_away():
     try:
         yield
     finally:
+        database.forget_away()
         connection.close()
         if connection.pool:
             connection.close_pool()

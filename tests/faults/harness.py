@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -109,6 +110,8 @@ class Proc:
             os.killpg(self.pid, signum)
 
     def stop(self, grace=5):
+        if self.log.closed:
+            return
         if self.alive():
             self.kill_group(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -286,12 +289,15 @@ class Panel:
         self.env = env
         self.web_workers = web_workers
         self.web = self.worker = self.beat = None
+        self.replaced = []  # processes killed and started anew, closed at the end
         self.start_web()
         self.start_worker()
         self.start_beat()
         wait_until(self.healthy, 40, what="the panel's /healthz")
 
     def start_web(self):
+        if self.web is not None:
+            self.replaced.append(self.web)
         self.web = Proc(
             "web",
             [
@@ -313,6 +319,8 @@ class Panel:
         )
 
     def start_worker(self):
+        if self.worker is not None:
+            self.replaced.append(self.worker)
         self.worker = Proc(
             "worker",
             [
@@ -335,6 +343,8 @@ class Panel:
         )
 
     def start_beat(self):
+        if self.beat is not None:
+            self.replaced.append(self.beat)
         self.beat = Proc(
             "beat",
             [
@@ -383,7 +393,7 @@ class Panel:
         return {p.name: p.tail() for p in (self.web, self.worker, self.beat) if p}
 
     def close(self):
-        for proc in (self.web, self.worker, self.beat):
+        for proc in (self.web, self.worker, self.beat, *self.replaced):
             if proc:
                 proc.stop()
 
@@ -443,7 +453,8 @@ def send_burst(url, envelopes, *, senders=8, deadline=240.0, timeout=10.0, burst
     2xx (or a final 4xx), as a partner's sender would: no answer, a 5xx, a 408
     or a 429 is retried after ``Retry-After`` or a short backoff."""
     burst = burst or Burst()
-    burst.sent = len(envelopes)
+    # The network redelivers some events (same id): count events, not envelopes.
+    burst.sent = len({envelope["id"] for envelope in envelopes})
     stop_at = time.monotonic() + deadline
     client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=senders))
 
@@ -487,7 +498,7 @@ def send_burst(url, envelopes, *, senders=8, deadline=240.0, timeout=10.0, burst
 
 def start_burst(url, envelopes, **options):
     """``send_burst`` in a thread: (thread, burst); join the thread to wait."""
-    burst = Burst(sent=len(envelopes))
+    burst = Burst(sent=len({envelope["id"] for envelope in envelopes}))
     thread = threading.Thread(
         target=send_burst, args=(url, envelopes), kwargs={**options, "burst": burst}, daemon=True
     )
@@ -590,7 +601,8 @@ def _ms(seconds):
 
 def write_figures(name, result):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / f"{name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    (ARTIFACTS / f"{slug}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     print(f"\n{name}: {json.dumps(result, sort_keys=True)}", file=sys.stderr)
 
 
@@ -606,11 +618,14 @@ def write_summary(results):
     rows = []
     for name, r in results.items():
         during = r.get("codes_during_fault")
+        cells = [
+            "-" if r.get(key) is None else r[key]
+            for key in ("sent", "acknowledged", "stored", "applied", "lost", "applied_twice")
+        ]
         rows.append(
-            f"| {name} | {r['sent']} | {r['acknowledged']} | {r['stored']} | {r['applied']} "
-            f"| {r['lost']} | {r['applied_twice']} | {r['duplicates_counted']} "
+            f"| {name} | " + " | ".join(map(str, cells)) + f" | {r.get('duplicates_counted', '-')} "
             f"| {_codes(during) if during is not None else '-'} "
-            f"| {_fmt_ms(r.get('p99_ms_during_fault'))} | {_fmt_ms(r['p99_ms'])} |"
+            f"| {_fmt_ms(r.get('p99_ms_during_fault'))} | {_fmt_ms(r.get('p99_ms'))} |"
         )
     (ARTIFACTS / "summary.md").write_text(head + "\n".join(rows) + "\n")
 
