@@ -49,7 +49,11 @@ def send_on_commit(task, *args):
             log.debug("broker down: %s%r not sent; the sweep applies it", task.name, args)
             return
         try:
-            task.apply_async(args, retry=False)
+            with task.app.producer_or_acquire() as producer:
+                # Connect with one quick retry at most: kombu would otherwise
+                # keep trying a lost connection for its whole connect timeout.
+                producer.connection.ensure_connection(max_retries=1, interval_start=0, timeout=1)
+                task.apply_async(args, retry=False, producer=producer)
         except Exception as exc:  # noqa: BLE001 - any failure to publish: the sweep's job
             _broker_failed()
             log.warning(

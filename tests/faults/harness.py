@@ -588,6 +588,10 @@ def figures(pg, database, burst, *, window=None):
     }
     if window is not None:
         during = burst.window(*window)
+        slowest = sorted(during, key=lambda a: a.seconds, reverse=True)[:5]
+        result["slowest_during_fault"] = [
+            f"+{a.started - window[0]:.1f}s {a.code} {a.seconds * 1000:.0f} ms" for a in slowest
+        ]
         result["fault_seconds"] = round(window[1] - window[0], 1)
         result["codes_during_fault"] = dict(sorted(Counter(a.code for a in during).items()))
         result["p99_ms_during_fault"] = _ms(p99(during))
