@@ -20,7 +20,8 @@ from records.models import WebhookEvent
 from tests import envelopes
 from tests.conftest import post_event
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# These tests commit: the panel's connection is closed and reopened under them.
+committing = pytest.mark.django_db(transaction=True)
 
 
 def closed_port():
@@ -53,6 +54,7 @@ def database_away():
         connection.settings_dict.update(saved, OPTIONS=saved_options)
 
 
+@committing
 def test_a_webhook_while_the_database_is_away_is_a_json_503_with_retry_after():
     client = Client(raise_request_exception=False)
     envelope = envelopes.trade("reserved", transact_id="pt_live_AWAY1")
@@ -68,6 +70,7 @@ def test_a_webhook_while_the_database_is_away_is_a_json_503_with_retry_after():
     assert WebhookEvent.objects.filter(event_id=envelope["id"]).count() == 1
 
 
+@committing
 def test_a_page_while_the_database_is_away_is_a_503_page_in_the_layout(support_user):
     client = Client(raise_request_exception=False)
     client.force_login(support_user)
@@ -97,6 +100,7 @@ def terminate_other_backends():
         ).fetchone()[0]
 
 
+@committing
 def test_a_connection_the_server_cut_is_not_handed_to_a_request():
     client = Client(raise_request_exception=False)
     assert post_event(client, envelopes.trade("reserved")).status_code == 202
@@ -131,3 +135,23 @@ def test_only_a_database_out_of_reach_counts_as_unavailable():
         with pytest.raises(psycopg.OperationalError) as cancelled:
             conn.execute("SET statement_timeout = 1; SELECT pg_sleep(1)")
         assert not unavailable(cancelled.value)  # 57014: a query, not the server
+
+
+@committing
+def test_while_the_database_is_known_away_requests_answer_without_waiting_on_the_pool():
+    client = Client(raise_request_exception=False)
+    with database_away():
+        assert post_event(client, envelopes.trade("reserved")).status_code == 503
+        pool = connection.pool
+        if pool is None:
+            pytest.skip("DATABASE_POOL_DISABLED: no pool to wait on")
+        asked = pool.get_stats().get("requests_num", 0)
+        assert asked >= 1
+
+        webhook = post_event(client, envelopes.trade("settled"))
+        page = client.get("/accounts/login/")
+
+        # Both answered 503 at once: neither asked the pool for a connection.
+        assert (webhook.status_code, page.status_code) == (503, 503)
+        assert webhook["Retry-After"] == page["Retry-After"] == "2"
+        assert pool.get_stats().get("requests_num", 0) == asked
