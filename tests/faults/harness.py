@@ -620,7 +620,10 @@ def write_summary(results):
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
+    checks = {name: r for name, r in results.items() if "sent" not in r}
     for name, r in results.items():
+        if name in checks:
+            continue
         during = r.get("codes_during_fault")
         cells = [
             "-" if r.get(key) is None else r[key]
@@ -631,7 +634,11 @@ def write_summary(results):
             f"| {_codes(during) if during is not None else '-'} "
             f"| {_fmt_ms(r.get('p99_ms_during_fault'))} | {_fmt_ms(r.get('p99_ms'))} |"
         )
-    (ARTIFACTS / "summary.md").write_text(head + "\n".join(rows) + "\n")
+    notes = [f"- {name}: {json.dumps(r, sort_keys=True)}" for name, r in checks.items()]
+    text = head + "\n".join(rows) + "\n"
+    if notes:
+        text += "\n" + "\n".join(notes) + "\n"
+    (ARTIFACTS / "summary.md").write_text(text)
 
 
 def _codes(codes):

@@ -446,7 +446,7 @@ def _expected_ids(payload):
     reason="issue 15 item 1 (identifier-index linking race) is fixed on another branch; "
     "remove this xfail after merging it",
 )
-def test_after_a_parallel_burst_every_applied_events_ids_are_in_the_index(pg, parallel_run):
+def test_after_a_parallel_burst_every_applied_events_ids_are_in_the_index(pg, parallel_run, record):
     database, _ = parallel_run
     t = harness.tables()
     with pg.connect(database) as conn:
@@ -459,6 +459,7 @@ def test_after_a_parallel_burst_every_applied_events_ids_are_in_the_index(pg, pa
         indexed = set(conn.execute(f"SELECT value, kind FROM {t['identifier']}").fetchall())  # noqa: S608
     expected = {pair for payload in payloads for pair in _expected_ids(payload)}
     missing = sorted(expected - indexed)
+    record("parallel burst: ids missing from the identifier index", {"missing": len(missing)})
     assert payloads
     assert not missing, f"{len(missing)} ids not in the index, e.g. {missing[:5]}"
 
@@ -469,7 +470,7 @@ def test_after_a_parallel_burst_every_applied_events_ids_are_in_the_index(pg, pa
     "remove this xfail after merging it",
 )
 def test_after_a_parallel_burst_no_status_is_late_unless_it_arrived_after_a_newer_one(
-    pg, parallel_run
+    pg, parallel_run, record
 ):
     database, _ = parallel_run
     t = harness.tables()
@@ -489,6 +490,10 @@ def test_after_a_parallel_burst_no_status_is_late_unless_it_arrived_after_a_newe
         flagged = conn.execute(
             f"SELECT count(*) FROM {t['status']} WHERE outcome = 'late'"  # noqa: S608
         ).fetchone()[0]
+    record(
+        "parallel burst: late flags without a newer status arrived first",
+        {"unjustified": len(late), "late_flags": flagged},
+    )
     assert not late, (
         f"{len(late)} of {flagged} late flags without a newer status before them: {late[:5]}"
     )
