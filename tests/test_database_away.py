@@ -16,12 +16,23 @@ from django.test import Client
 
 from lib import database
 from lib.database import unavailable
+from opspanel.celery import app
 from records.models import WebhookEvent
 from tests import envelopes
 from tests.conftest import post_event
 
 # These tests commit: the panel's connection is closed and reopened under them.
 committing = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _tasks_in_place():
+    """The webhook's task runs in the request, not on the session's worker
+    thread, which would otherwise apply it while the test's tables are
+    emptied after it (a deadlock with the TRUNCATE)."""
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
 
 
 def closed_port():
@@ -95,8 +106,10 @@ def terminate_other_backends():
     params.pop("context", None)
     with psycopg.connect(**params, autocommit=True) as killer:
         return killer.execute(
+            # Idle ones only: a worker thread's query in flight is not ours to cut.
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state = 'idle'"
         ).fetchone()[0]
 
 
