@@ -78,6 +78,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # PostgreSQL known to be away: 503 at once, before anything reads it.
+    "lib.middleware.DatabaseAwayMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "lib.middleware.RefuseNulMiddleware",
@@ -125,11 +127,17 @@ if not DATABASE_URL:
 _db = dj_database_url.parse(DATABASE_URL)
 _db.setdefault("OPTIONS", {})
 _db["CONN_MAX_AGE"] = 0  # the psycopg pool keeps connections, not Django
+# Check each connection as it is handed out (with the pool: psycopg_pool's
+# ``check``): after PostgreSQL restarts, a dead one is replaced, not used.
+_db["CONN_HEALTH_CHECKS"] = True
+# While the database is away a request fails within seconds (lib/database.py
+# answers it 503 with Retry-After), instead of waiting on a connection.
+_db["OPTIONS"].setdefault("connect_timeout", 2)
 if not env_bool("DATABASE_POOL_DISABLED", False):
     _db["OPTIONS"]["pool"] = {
         "min_size": int(env("DATABASE_POOL_MIN", "1")),
         "max_size": int(env("DATABASE_POOL_MAX", "10")),
-        "timeout": 10,
+        "timeout": float(env("DATABASE_POOL_TIMEOUT", "2")),
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
