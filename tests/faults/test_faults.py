@@ -441,11 +441,6 @@ def _expected_ids(payload):
         yield data["ledgerId"], "ledger"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15 item 1 (identifier-index linking race) is fixed on another branch; "
-    "remove this xfail after merging it",
-)
 def test_after_a_parallel_burst_every_applied_events_ids_are_in_the_index(pg, parallel_run, record):
     database, _ = parallel_run
     t = harness.tables()
@@ -464,11 +459,6 @@ def test_after_a_parallel_burst_every_applied_events_ids_are_in_the_index(pg, pa
     assert not missing, f"{len(missing)} ids not in the index, e.g. {missing[:5]}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15 item 2 (lateness from arrival order) is fixed on another branch; "
-    "remove this xfail after merging it",
-)
 def test_after_a_parallel_burst_no_status_is_late_unless_it_arrived_after_a_newer_one(
     pg, parallel_run, record
 ):
@@ -483,7 +473,7 @@ def test_after_a_parallel_burst_no_status_is_late_unless_it_arrived_after_a_newe
                 SELECT 1 FROM {t["status"]} n JOIN {t["event"]} ne ON ne.id = n.event_id
                 WHERE n.trade_id = s.trade_id AND n.id <> s.id
                   AND n.upstream_at > s.upstream_at
-                  AND (ne.received_at, ne.id) < (e.received_at, e.id)
+                  AND ne.id < e.id  -- arrival order: the order events were stored in
             )
             """  # noqa: S608
         ).fetchall()
