@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.permissions import Action
 from actions.models import Run
 from lib.formats import duration
+from records.links import link
 from records.models import DeliveryAttempt, Pool, Trade, WebhookEvent, order_url
 
 
@@ -181,7 +182,9 @@ def kept_histogram(now=None, *, pools=None, pool_id=None, livemode=None, band=No
     for pool, sla, older, *counts in rows:
         counts[last] += older
         if band is not None:
-            counts = [count if each == band else 0 for each, count in zip(AGE_BANDS, counts)]
+            counts = [
+                count if each == band else 0 for each, count in zip(AGE_BANDS, counts, strict=True)
+            ]
         known = per_pool.setdefault(pool, [sla, [0] * len(AGE_BANDS)])
         known[1] = [a + b for a, b in zip(known[1], counts, strict=True)]
     return [
@@ -256,12 +259,16 @@ def decorate(rows, now=None):
     for trade in rows:
         order = trade.order
         trade.timeline = order_url(order.partner.partner_id, order.partner_reference)
+        trade.claim_url = link("queues:claim", trade.transact_id)
+        trade.unclaim_url = link("queues:unclaim", trade.transact_id)
+        trade.repoll_url = link("actions:repoll", trade.transact_id)
         trade.age = duration(now - trade.reserved_at, smallest="min") if trade.reserved_at else ""
         trade.holder = getattr(trade, "claim", None)  # select_related("claim__user")
         trade.last_poll = polls.get(trade.transact_id)
         trade.last_delivery = deliveries.get(trade.transact_id)
         for done in (trade.last_poll, trade.last_delivery):
             if done is not None:
+                done.url = link("browse:event", done.event_id)
                 moment = getattr(done, "created_at", None) or done.attempted_at
                 done.ago = duration(now - moment, smallest="min")
 

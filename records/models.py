@@ -22,9 +22,9 @@ from urllib.parse import quote, urlencode
 import pgtrigger
 from django.db import models
 from django.db.models import Q
-from django.urls import reverse
 
 from . import states
+from .links import link
 from .querysets import DeliveryAttemptQuerySet, PartnerQuerySet
 
 # Ids are case-sensitive and searched by prefix: "C" collation makes
@@ -93,7 +93,7 @@ def order_url(partner_id, reference):
     that is a dot segment by itself ("." or "..") is resolved away by every
     browser, encoded or not, so it goes in the query string instead.
     """
-    partner = reverse("timeline:order_by_reference", args=[partner_id])
+    partner = link("timeline:order_by_reference", partner_id)
     if reference in (".", ".."):
         return f"{partner}?{urlencode({'reference': reference})}"
     return f"{partner}{quote(reference, safe='')}/"
@@ -144,7 +144,7 @@ def _reserved_kept_sql(*, plus, minus):
     for table, sign in ((plus, "+"), (minus, "-")):
         if table:
             parts.append(
-                f"SELECT pool_id, livemode,"
+                f"SELECT pool_id, livemode,"  # noqa: S608 - constant text (table names)
                 f" date_trunc('minute', reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
                 f" AS minute, {sign}1 AS n"
                 f" FROM {table} WHERE status = 'reserved' AND reserved_at IS NOT NULL"
@@ -153,7 +153,7 @@ def _reserved_kept_sql(*, plus, minus):
     cleanup = ""
     if minus:
         cleanup = (
-            "DELETE FROM records_reservedminute m USING ("
+            "DELETE FROM records_reservedminute m USING ("  # noqa: S608 - constant text
             f" SELECT DISTINCT pool_id, livemode,"
             f" date_trunc('minute', reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS minute"
             f" FROM {minus} WHERE status = 'reserved' AND reserved_at IS NOT NULL) d"
@@ -161,7 +161,7 @@ def _reserved_kept_sql(*, plus, minus):
             " AND m.minute = d.minute AND m.trades = 0;"
         )
     return (
-        "INSERT INTO records_reservedminute (pool_id, livemode, minute, trades)"
+        "INSERT INTO records_reservedminute (pool_id, livemode, minute, trades)"  # noqa: S608
         f" SELECT pool_id, livemode, minute, sum(n) FROM ({moved}) moved"
         " GROUP BY pool_id, livemode, minute HAVING sum(n) <> 0"
         " ORDER BY minute, pool_id, livemode"
@@ -280,6 +280,9 @@ class ReservedMinute(models.Model):
             )
         ]
 
+    def __str__(self):
+        return f"{self.pool_id} {self.minute:%Y-%m-%d %H:%M}: {self.trades}"
+
 
 class ReservedTotal(models.Model):
     """How many trades are in ``reserved`` now, per pool and mode (see ``ReservedMinute``):
@@ -293,6 +296,9 @@ class ReservedTotal(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["pool", "livemode"], name="reserved_total_key")
         ]
+
+    def __str__(self):
+        return f"{self.pool_id}: {self.trades}"
 
 
 class WebhookEvent(models.Model):

@@ -16,7 +16,7 @@ WHERE status = 'reserved' AND reserved_at IS NOT NULL GROUP BY 1, 2, 3;
 INSERT INTO records_reservedtotal (pool_id, livemode, trades)
 SELECT pool_id, livemode, count(*) FROM records_trade
 WHERE status = 'reserved' AND reserved_at IS NOT NULL GROUP BY 1, 2;
-"""
+"""  # noqa: S608 - constant text
 
 
 class Migration(migrations.Migration):
