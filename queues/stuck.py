@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from accounts.permissions import Action
 from actions.models import Run
-from lib.formats import duration
+from lib.formats import datetime_attr, duration, utc_text
 from records.links import link
 from records.models import DeliveryAttempt, Pool, Trade, WebhookEvent, order_url
 
@@ -263,6 +263,9 @@ def decorate(rows, now=None):
         trade.unclaim_url = link("queues:unclaim", trade.transact_id)
         trade.repoll_url = link("actions:repoll", trade.transact_id)
         trade.age = duration(now - trade.reserved_at, smallest="min") if trade.reserved_at else ""
+        # The row's times, written once here rather than by a date filter each.
+        trade.reserved_attr = datetime_attr(trade.reserved_at)
+        trade.reserved_text = utc_text(trade.reserved_at, "", zone=False)
         trade.holder = getattr(trade, "claim", None)  # select_related("claim__user")
         trade.last_poll = polls.get(trade.transact_id)
         trade.last_delivery = deliveries.get(trade.transact_id)
@@ -271,6 +274,7 @@ def decorate(rows, now=None):
                 done.url = link("browse:event", done.event_id)
                 moment = getattr(done, "created_at", None) or done.attempted_at
                 done.ago = duration(now - moment, smallest="min")
+                done.at_attr, done.at_text = datetime_attr(moment), utc_text(moment, zone=False)
 
 
 def last_scheduled_repoll():
