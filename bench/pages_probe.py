@@ -80,7 +80,7 @@ def urls(samples):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--profile", default="")
+    parser.add_argument("--profile", default="", help="cProfile of one page (PROBE_SORT=tottime)")
     parser.add_argument("--only", default="")
     parser.add_argument("--sql", default="", help="print the queries of one page")
     parser.add_argument("--explain", action="store_true", help="with --sql: EXPLAIN ANALYZE each")
@@ -124,7 +124,11 @@ def main():
         for _ in range(args.samples):
             client.get(args.profile)
         profile.disable()
-        pstats.Stats(profile).sort_stats(os.environ.get("PROBE_SORT", "cumulative")).print_stats(45)
+        stats = pstats.Stats(profile).sort_stats(os.environ.get("PROBE_SORT", "cumulative"))
+        if os.environ.get("PROBE_CALLERS"):  # who calls a function, e.g. "functional.py:276"
+            stats.print_callers(os.environ["PROBE_CALLERS"])
+        else:
+            stats.print_stats(45)
         return
     pages = urls(args.samples)
     for _, page in pages:  # warm: templates, URL resolver, pool
