@@ -118,7 +118,7 @@ WITH minutes AS (
            {bands}
     FROM records_reservedminute m
     JOIN records_pool p ON p.id = m.pool_id
-    WHERE m.minute > %(window)s
+    WHERE m.minute > %s
     GROUP BY m.pool_id, m.livemode
 )
 SELECT p.pool_id, p.sla_minutes, t.trades - coalesce(w.seen, 0) AS older,
@@ -130,21 +130,34 @@ WHERE t.trades > 0 {where}
 """
 
 
-def _kept_sql(where):
-    stuck = "m.minute < %(now)s::timestamptz - p.sla_minutes * interval '1 minute'"
-    bands = []
+def _kept_query(now, window, pool_id, livemode):
+    """KEPT_SQL and its parameters, positional (``pgtrigger.ignore`` prefixes
+    a positional one to every statement, and psycopg refuses a mix)."""
+    bands, params = [], []
     for i, band in enumerate(AGE_BANDS):
-        condition = [stuck]
+        condition = ["m.minute < %s::timestamptz - p.sla_minutes * interval '1 minute'"]
+        params.append(now)
         if band.low is not None:
-            condition.append(f"m.minute <= %(now)s::timestamptz - %(low{i})s::interval")
+            condition.append("m.minute <= %s")
+            params.append(now - band.low)
         if band.high is not None:
-            condition.append(f"m.minute > %(now)s::timestamptz - %(high{i})s::interval")
+            condition.append("m.minute > %s")
+            params.append(now - band.high)
         bands.append(f"coalesce(sum(m.trades) FILTER (WHERE {' AND '.join(condition)}), 0) AS b{i}")
-    return KEPT_SQL.format(
+    params.append(window)
+    where = ""
+    if pool_id is not None:
+        where += " AND p.pool_id = %s"
+        params.append(pool_id)
+    if livemode is not None:
+        where += " AND t.livemode = %s"
+        params.append(livemode)
+    sql = KEPT_SQL.format(
         bands=",\n           ".join(bands),
         band_columns=", ".join(f"coalesce(w.b{i}, 0) AS b{i}" for i in range(len(AGE_BANDS))),
         where=where,
     )
+    return sql, params
 
 
 def kept_histogram(now=None, *, pools=None, pool_id=None, livemode=None, band=None):
@@ -164,18 +177,9 @@ def kept_histogram(now=None, *, pools=None, pool_id=None, livemode=None, band=No
     if pools is None:
         pools = Pool.objects.all()
     longest = max([timedelta(hours=24)] + [timedelta(minutes=p.sla_minutes) for p in pools])
-    params = {"now": now, "window": now - longest - timedelta(minutes=1)}
-    for i, each in enumerate(AGE_BANDS):
-        params[f"low{i}"], params[f"high{i}"] = each.low, each.high
-    where = ""
-    if pool_id is not None:
-        where += " AND p.pool_id = %(pool_id)s"
-        params["pool_id"] = pool_id
-    if livemode is not None:
-        where += " AND t.livemode = %(livemode)s"
-        params["livemode"] = livemode
+    window = now - longest - timedelta(minutes=1)
     with connection.cursor() as cursor:
-        cursor.execute(_kept_sql(where), params)
+        cursor.execute(*_kept_query(now, window, pool_id, livemode))
         rows = cursor.fetchall()
     last = len(AGE_BANDS) - 1
     per_pool = {}
