@@ -112,7 +112,7 @@ def test_kept_counts_equal_a_recount_after_inserts_moves_deletes_and_sla_changes
                 clone.status = (
                     rng.choice([Trade.Status.RESERVED, Trade.Status.SETTLED])
                     if n
-                    else (Trade.Status.RESERVED)
+                    else Trade.Status.RESERVED
                 )
                 clone.reserved_at = now - rng.randrange(10, 3000) * M
                 made.append(clone)
