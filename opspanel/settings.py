@@ -149,7 +149,8 @@ AUTH_PASSWORD_VALIDATORS = [
 AUTHENTICATION_BACKENDS = [
     # First: refuses a locked-out username+address before a password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, reading the user and their role in one query.
+    "accounts.backends.RoleModelBackend",
 ]
 # Sign-in throttling: 5 failures for one username from one address lock that
 # pair out for 15 minutes. Off in tests except the test that shows it.
@@ -164,6 +165,9 @@ AXES_LOCKOUT_CALLABLE = "lib.errors.locked_out"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+# Database sessions (Django's table and rules), read with one plain SQL
+# statement: see accounts/sessions.py and docs/decisions.md.
+SESSION_ENGINE = "accounts.sessions"
 SESSION_COOKIE_AGE = int(env("SESSION_IDLE_SECONDS", str(30 * 60)))
 # The age above is an idle timeout: accounts.middleware.IdleTimeoutMiddleware
 # extends it on every request a person makes, but not on htmx polling (a
