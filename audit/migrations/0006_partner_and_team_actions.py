@@ -4,15 +4,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0005_action_recon'),
+        ("audit", "0005_action_recon"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='entry',
-            name='action',
-            field=models.CharField(choices=[('trade.repoll', 'Re-poll'), ('event.replay', 'Replay'), ('bulk.repoll', 'Bulk re-poll'), ('bulk.replay', 'Bulk replay of the latest state'), ('bulk.recover', "Replay of a partner's failed deliveries"), ('queue.claim', 'Claimed'), ('queue.unclaim', 'Unclaimed'), ('queue.take_over', 'Took over a claim'), ('pool.sla', 'Pool SLA change'), ('partner.set_endpoint', 'Endpoint change'), ('partner.rotate_secret', 'Secret rotation'), ('recon.resolve', 'Reconciliation exception resolved'), ('recon.ignore', 'Reconciliation exception ignored'), ('partner.create', 'Partner created'), ('partner.edit', 'Partner edited'), ('partner.status', 'Partner suspended or reactivated'), ('partner.entitlement', 'Entitlement change'), ('partner.key_issue', 'API key issued'), ('partner.key_roll', 'API key rolled'), ('partner.key_revoke', 'API key revoked'), ('partner.retire_secret', 'Secret retired'), ('partner.test_event', 'Test event sent'), ('team.create', 'Panel user created'), ('team.role', 'Role change'), ('team.deactivate', 'Panel user deactivated')], max_length=40),
+            model_name="entry",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("trade.repoll", "Re-poll"),
+                    ("event.replay", "Replay"),
+                    ("bulk.repoll", "Bulk re-poll"),
+                    ("bulk.replay", "Bulk replay of the latest state"),
+                    ("bulk.recover", "Replay of a partner's failed deliveries"),
+                    ("queue.claim", "Claimed"),
+                    ("queue.unclaim", "Unclaimed"),
+                    ("queue.take_over", "Took over a claim"),
+                    ("pool.sla", "Pool SLA change"),
+                    ("partner.set_endpoint", "Endpoint change"),
+                    ("partner.rotate_secret", "Secret rotation"),
+                    ("recon.resolve", "Reconciliation exception resolved"),
+                    ("recon.ignore", "Reconciliation exception ignored"),
+                    ("partner.create", "Partner created"),
+                    ("partner.edit", "Partner edited"),
+                    ("partner.status", "Partner suspended or reactivated"),
+                    ("partner.entitlement", "Entitlement change"),
+                    ("partner.key_issue", "API key issued"),
+                    ("partner.key_roll", "API key rolled"),
+                    ("partner.key_revoke", "API key revoked"),
+                    ("partner.retire_secret", "Secret retired"),
+                    ("partner.test_event", "Test event sent"),
+                    ("team.create", "Panel user created"),
+                    ("team.role", "Role change"),
+                    ("team.deactivate", "Panel user deactivated"),
+                ],
+                max_length=40,
+            ),
         ),
     ]
