@@ -2,6 +2,7 @@
 #
 #   make run         the app with demo data: web + Celery worker + beat (PORT=8000)
 #   make test        ruff, makemigrations --check, then the whole pytest suite (ARGS=..., TEST_JOBS=...)
+#   make test-faults the slow fault suite: real servers, kills and outages (docs/faults.md)
 #   make lint        ruff check + ruff format --check
 #   make fmt         fix what ruff can, then format
 #   make bench       bench/run.py (ARGS=...)
@@ -25,7 +26,7 @@ TEST_JOBS ?= auto
 WITH_DB = DATABASE_URL="$$($(PY) scripts/dev.py db-url)"; export DATABASE_URL;
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt bench clean-data
+.PHONY: help run test test-faults lint fmt bench clean-data
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -70,6 +71,13 @@ test: $(STAMP)
 	$(PY) manage.py makemigrations --check --dry-run; \
 	echo "$(VENV)/bin/pytest -n $(TEST_JOBS) --maxprocesses 4 --dist load $(ARGS)"; \
 	$(VENV)/bin/pytest -n $(TEST_JOBS) --maxprocesses 4 --dist load $(ARGS)
+
+# Its own PostgreSQL and Redis on free ports; DATABASE_URL only configures
+# the test process. Figures in test-artifacts/faults/.
+test-faults: $(STAMP)
+	@set -e; $(WITH_DB) export OPSPANEL_TESTING=1 OPSPANEL_FAULTS=1; \
+	echo "$(VENV)/bin/pytest -p no:xdist tests/faults $(ARGS)"; \
+	$(VENV)/bin/pytest -p no:xdist tests/faults $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

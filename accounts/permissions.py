@@ -31,6 +31,18 @@ class Action(models.TextChoices):
     PARTNER_ROTATE_SECRET = "partner.rotate_secret", "Secret rotation"
     RECON_RESOLVE = "recon.resolve", "Reconciliation exception resolved"
     RECON_IGNORE = "recon.ignore", "Reconciliation exception ignored"
+    PARTNER_CREATE = "partner.create", "Partner created"
+    PARTNER_EDIT = "partner.edit", "Partner edited"
+    PARTNER_STATUS = "partner.status", "Partner suspended or reactivated"
+    PARTNER_ENTITLEMENT = "partner.entitlement", "Entitlement change"
+    PARTNER_KEY_ISSUE = "partner.key_issue", "API key issued"
+    PARTNER_KEY_ROLL = "partner.key_roll", "API key rolled"
+    PARTNER_KEY_REVOKE = "partner.key_revoke", "API key revoked"
+    PARTNER_RETIRE_SECRET = "partner.retire_secret", "Secret retired"
+    PARTNER_TEST_EVENT = "partner.test_event", "Test event sent"
+    TEAM_CREATE = "team.create", "Panel user created"
+    TEAM_ROLE = "team.role", "Role change"
+    TEAM_DEACTIVATE = "team.deactivate", "Panel user deactivated"
 
 
 class Read(models.TextChoices):
@@ -42,6 +54,8 @@ class Read(models.TextChoices):
     RUN = "read.run", "the guarded runs and their progress"
     DELIVERIES = "read.deliveries", "delivery health"
     RECONCILIATION = "read.reconciliation", "the daily close and its exceptions"
+    PARTNERS = "read.partners", "partners, their keys and secrets"
+    TEAM = "read.team", "the panel's users"
 
 
 EVERYONE = frozenset({SUPPORT, OPERATIONS, ADMIN})
@@ -69,6 +83,21 @@ MATRIX = {
     Read.RECONCILIATION: EVERYONE,
     Action.RECON_RESOLVE: {OPERATIONS, ADMIN},
     Action.RECON_IGNORE: {OPERATIONS, ADMIN},
+    # Partners, their keys and secrets, and the team: admins only (issue 12).
+    Read.PARTNERS: {ADMIN},
+    Read.TEAM: {ADMIN},
+    Action.PARTNER_CREATE: {ADMIN},
+    Action.PARTNER_EDIT: {ADMIN},
+    Action.PARTNER_STATUS: {ADMIN},
+    Action.PARTNER_ENTITLEMENT: {ADMIN},
+    Action.PARTNER_KEY_ISSUE: {ADMIN},
+    Action.PARTNER_KEY_ROLL: {ADMIN},
+    Action.PARTNER_KEY_REVOKE: {ADMIN},
+    Action.PARTNER_RETIRE_SECRET: {ADMIN},
+    Action.PARTNER_TEST_EVENT: {ADMIN},
+    Action.TEAM_CREATE: {ADMIN},
+    Action.TEAM_ROLE: {ADMIN},
+    Action.TEAM_DEACTIVATE: {ADMIN},
 }
 
 
@@ -94,6 +123,20 @@ MAY_NOT = {
     Read.RECONCILIATION: "see the daily close",
     Action.RECON_RESOLVE: "resolve reconciliation exceptions",
     Action.RECON_IGNORE: "ignore reconciliation exceptions",
+    Read.PARTNERS: "see partners, their keys and secrets",
+    Read.TEAM: "see the panel's users",
+    Action.PARTNER_CREATE: "create partners",
+    Action.PARTNER_EDIT: "edit partners",
+    Action.PARTNER_STATUS: "suspend or reactivate partners",
+    Action.PARTNER_ENTITLEMENT: "change a partner's entitlements",
+    Action.PARTNER_KEY_ISSUE: "issue API keys",
+    Action.PARTNER_KEY_ROLL: "roll API keys",
+    Action.PARTNER_KEY_REVOKE: "revoke API keys",
+    Action.PARTNER_RETIRE_SECRET: "retire a partner's signing secret",
+    Action.PARTNER_TEST_EVENT: "send a partner a test event",
+    Action.TEAM_CREATE: "create panel users",
+    Action.TEAM_ROLE: "change a panel user's role",
+    Action.TEAM_DEACTIVATE: "deactivate panel users",
 }
 
 

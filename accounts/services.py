@@ -18,3 +18,20 @@ def create_user(username, password, role):
     # flushed between transactional tests no longer has them.
     user.groups.set([Group.objects.get_or_create(name=role)[0]])
     return user
+
+
+@transaction.atomic
+def set_role(user, role):
+    """Give ``user`` exactly ``role`` instead of the one it holds."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    user.groups.set([Group.objects.get_or_create(name=role)[0]])
+    user.__dict__.pop("_opspanel_role", None)
+    return user
+
+
+def deactivate(user):
+    """Signed out at the next request and refused at sign-in; the audit log keeps the name."""
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    return user

@@ -9,3 +9,8 @@ class LibConfig(AppConfig):
 
     name = "lib"
     verbose_name = "Shared library"
+
+    def ready(self):
+        from .database import shorten_reconnect_backoff
+
+        shorten_reconnect_backoff()

@@ -14,6 +14,7 @@ text is shown only when it was written for them (``NotFound``,
 """
 
 import logging
+import sys
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -27,6 +28,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts.permissions import NotAllowed
 
+from . import database
+
 log = logging.getLogger(__name__)
 
 HEADINGS = {
@@ -36,6 +39,7 @@ HEADINGS = {
     405: "Not a request this address takes",
     429: "Too many tries",
     500: "Something went wrong on our side",
+    503: "The panel's database is not answering",
 }
 
 
@@ -158,7 +162,11 @@ def page_not_found(request, exception):
 
 def server_error(request):
     """500: nothing from the database or the session (either may be what
-    failed), and never the exception's text."""
+    failed), and never the exception's text. A database that cannot be
+    reached is a 503 with ``Retry-After`` instead (``database_unavailable``)."""
+    if database.unavailable(sys.exc_info()[1]):
+        database.mark_away()
+        return database_unavailable(request)
     reason = (
         "The panel failed to answer this request; nothing you did caused it, and it "
         "has been logged."
@@ -176,6 +184,33 @@ def server_error(request):
             status=500,
             content_type="text/plain",
         )
+
+
+def database_unavailable(request):
+    """503 + ``Retry-After`` while PostgreSQL is away (restarting, stopped, cut
+    off): nothing was stored or changed, and trying again shortly works. A
+    webhook sender gets JSON and retries, as it would after any 5xx."""
+    try:
+        response = error_page(
+            request,
+            503,
+            "The panel cannot reach its database just now (it may be restarting), so "
+            "nothing was done.",
+            more=[
+                f"Try again in a few seconds; the panel comes back as soon as the database "
+                f"does. A webhook sender should retry after {database.RETRY_AFTER_SECONDS} s."
+            ],
+            minimal=True,
+        )
+    except Exception:  # the page itself failed: answer all the same
+        log.exception("the 503 page failed to render")
+        response = HttpResponse(
+            "Service unavailable: the database is not answering. Try again shortly.",
+            status=503,
+            content_type="text/plain",
+        )
+    response["Retry-After"] = str(database.RETRY_AFTER_SECONDS)
+    return response
 
 
 def csrf_failure(request, reason=""):

@@ -11,6 +11,14 @@ def rfc3339(moment):
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def datetime_attr(moment):
+    """A ``<time datetime>`` value: what ``{{ moment|date:"c" }}`` writes
+    (ISO 8601 in UTC, ``+00:00``), made once in Python for a table's rows."""
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).isoformat()
+
+
 def rfc3339_or_none(moment):
     """``rfc3339`` for JSON, where a missing time is ``null``."""
     return rfc3339(moment) or None

@@ -1,18 +1,72 @@
 """Sending Celery tasks from the request or a service's caller."""
 
+import logging
+import threading
+import time
+
 from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+# After a send fails, sends from this process are skipped for this long: the
+# broker is known to be down, and trying again would hold each request for the
+# client's connection retries (~0.3-0.9 s) only to fail again (issue 15, item 4).
+BROKER_PAUSE_SECONDS = 5.0
+
+_lock = threading.Lock()
+_broker_down_until = 0.0
+
+
+def broker_known_down():
+    return time.monotonic() < _broker_down_until
+
+
+def _broker_failed():
+    global _broker_down_until  # noqa: PLW0603 - one flag per process, by design
+    with _lock:
+        _broker_down_until = time.monotonic() + BROKER_PAUSE_SECONDS
+
+
+def broker_recovered():
+    """Forget a failure (tests; a send that works clears nothing else)."""
+    global _broker_down_until  # noqa: PLW0603
+    with _lock:
+        _broker_down_until = 0.0
 
 
 def send_on_commit(task, *args):
     """Send ``task`` after the current transaction commits (at once outside one).
 
-    A broker that is down is logged, not raised (``robust``): what the task
-    would do is already stored, and a periodic sweep picks it up. This is not
-    an outbox; the sweeps are the safety net.
+    A broker that is down is logged, not raised: what the task would do is
+    already stored, and a periodic sweep picks it up. The send is tried once
+    (no publish retry), and after a failure this process skips sends for
+    ``BROKER_PAUSE_SECONDS``, so a request never waits on a broker that is
+    away. This is not an outbox; the sweeps are the safety net.
     """
 
     def send():
-        task.delay(*args)
+        if broker_known_down():
+            log.debug("broker down: %s%r not sent; the sweep applies it", task.name, args)
+            return
+        if task.app.conf.task_always_eager:  # tests that run tasks in place: no broker
+            task.apply_async(args)
+            return
+        try:
+            with task.app.producer_or_acquire() as producer:
+                # Connect with one quick retry at most: kombu would otherwise
+                # keep trying a lost connection for its whole connect timeout.
+                producer.connection.ensure_connection(max_retries=1, interval_start=0, timeout=1)
+                task.apply_async(args, retry=False, producer=producer)
+        except Exception as exc:  # noqa: BLE001 - any failure to publish: the sweep's job
+            _broker_failed()
+            log.warning(
+                "sending %s%r failed (%s: %s); the sweep applies it. Sends paused for %g s.",
+                task.name,
+                args,
+                type(exc).__name__,
+                exc,
+                BROKER_PAUSE_SECONDS,
+            )
 
-    send.__qualname__ = f"send {task.name}"  # named in the log when it fails
+    send.__qualname__ = f"send {task.name}"
     transaction.on_commit(send, robust=True)

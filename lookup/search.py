@@ -260,7 +260,9 @@ def lookup(raw):
     else:
         result.hits, result.waiting = _group(found, lambda v: "prefix")
         result.cut = cut
-    _attach_latest_trades(result.hits)
+    if not result.exact_single:
+        # One exact order is a redirect to its timeline: no list to show.
+        _attach_latest_trades(result.hits)
     if not result.hits and not result.waiting:
         result.hints = _hints(value, kind)
     return result

@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "queues",
     "deliveries",
     "reconciliation",
+    "team",
     "sandbox",
 ]
 
@@ -77,6 +78,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # PostgreSQL known to be away: 503 at once, before anything reads it.
+    "lib.middleware.DatabaseAwayMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "lib.middleware.RefuseNulMiddleware",
@@ -124,11 +127,17 @@ if not DATABASE_URL:
 _db = dj_database_url.parse(DATABASE_URL)
 _db.setdefault("OPTIONS", {})
 _db["CONN_MAX_AGE"] = 0  # the psycopg pool keeps connections, not Django
+# Check each connection as it is handed out (with the pool: psycopg_pool's
+# ``check``): after PostgreSQL restarts, a dead one is replaced, not used.
+_db["CONN_HEALTH_CHECKS"] = True
+# While the database is away a request fails within seconds (lib/database.py
+# answers it 503 with Retry-After), instead of waiting on a connection.
+_db["OPTIONS"].setdefault("connect_timeout", 2)
 if not env_bool("DATABASE_POOL_DISABLED", False):
     _db["OPTIONS"]["pool"] = {
         "min_size": int(env("DATABASE_POOL_MIN", "1")),
         "max_size": int(env("DATABASE_POOL_MAX", "10")),
-        "timeout": 10,
+        "timeout": float(env("DATABASE_POOL_TIMEOUT", "2")),
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -140,7 +149,8 @@ AUTH_PASSWORD_VALIDATORS = [
 AUTHENTICATION_BACKENDS = [
     # First: refuses a locked-out username+address before a password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, reading the user and their role in one query.
+    "accounts.backends.RoleModelBackend",
 ]
 # Sign-in throttling: 5 failures for one username from one address lock that
 # pair out for 15 minutes. Off in tests except the test that shows it.
@@ -155,6 +165,9 @@ AXES_LOCKOUT_CALLABLE = "lib.errors.locked_out"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+# Database sessions (Django's table and rules), read with one plain SQL
+# statement: see accounts/sessions.py and docs/decisions.md.
+SESSION_ENGINE = "accounts.sessions"
 SESSION_COOKIE_AGE = int(env("SESSION_IDLE_SECONDS", str(30 * 60)))
 # The age above is an idle timeout: accounts.middleware.IdleTimeoutMiddleware
 # extends it on every request a person makes, but not on htmx polling (a
@@ -278,6 +291,18 @@ OPOOLS_OUTBOUND_ALLOW_PRIVATE = env_bool("OPOOLS_OUTBOUND_ALLOW_PRIVATE", DEBUG)
 OPSPANEL_ACTIONS_PER_MINUTE = int(env("OPSPANEL_ACTIONS_PER_MINUTE", "20"))
 # A pending event younger than this is left to its own task by the sweep.
 OPOOLS_SWEEP_GRACE_SECONDS = int(env("OPOOLS_SWEEP_GRACE_SECONDS", "20"))
+
+# Partners (partners/): Fernet keys that encrypt webhook signing secrets at
+# rest, newest first (MultiFernet); a fixed, public key with DEBUG or in
+# tests only (``check --deploy`` refuses it: partners.E001).
+OPSPANEL_SECRET_KEYS = env_list("OPSPANEL_SECRET_KEYS") or (
+    ["b3BzcGFuZWwtZGV2LW9ubHktbm90LWEtc2VjcmV0ISE="] if (DEBUG or TESTING) else []
+)
+# Bearer tokens the 0Pools network presents to POST /internal/keys/verify
+# (several during rotation); none: every verification is refused.
+OPSPANEL_VERIFY_TOKENS = env_list("OPSPANEL_VERIFY_TOKENS")
+# How long a password re-entry (sudo mode) covers key and secret operations.
+OPSPANEL_SUDO_SECONDS = int(env("OPSPANEL_SUDO_SECONDS", "600"))
 
 LOGGING = {
     "version": 1,

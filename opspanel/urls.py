@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from ingest import views as ingest_views
+from partners import machine as partners_machine
 
 # Every error in the panel's layout, in words, with a way back (lib/errors.py).
 handler400 = "lib.errors.bad_request"
@@ -15,6 +16,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("webhooks/0pools", ingest_views.receive_webhook, name="webhook"),
     path("healthz", ingest_views.healthz, name="healthz"),
+    # The 0Pools network's key checks: near the top, resolved before the pages.
+    path("internal/keys/verify", partners_machine.verify_key, name="keys_verify"),
     path("", include("lookup.urls")),
     path("", include("timeline.urls")),
     path("", include("browse.urls")),
@@ -23,4 +26,6 @@ urlpatterns = [
     path("", include("deliveries.urls")),
     path("", include("reconciliation.urls")),
     path("", include("audit.urls")),
+    path("", include("partners.urls")),
+    path("", include("team.urls")),
 ]

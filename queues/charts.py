@@ -20,20 +20,27 @@ def draw_histogram(pools):
         bars = []
         for j, (band, count) in enumerate(zip(bands, pool.counts, strict=True)):
             height = round(PLOT * count / tallest) if count else 0
+            # Coordinates as text: an int in a template goes through number
+            # localisation (settings lookups) for every attribute of every bar.
             bars.append(
                 {
                     "band": band,
                     "index": j,
                     "count": count,
-                    "x": x0 + j * (BAR + BAR_GAP),
-                    "y": TOP + PLOT - height,
-                    "height": height,
-                    "label_x": x0 + j * (BAR + BAR_GAP) + BAR // 2,
-                    "label_y": TOP + PLOT - height - 4,
+                    "x": str(x0 + j * (BAR + BAR_GAP)),
+                    "y": str(TOP + PLOT - height),
+                    "height": str(height),
+                    "label_x": str(x0 + j * (BAR + BAR_GAP) + BAR // 2),
+                    "label_y": str(TOP + PLOT - height - 4),
                 }
             )
         groups.append(
-            {"pool": pool, "bars": bars, "label_x": x0 + group // 2, "label_y": TOP + PLOT + 16}
+            {
+                "pool": pool,
+                "bars": bars,
+                "label_x": str(x0 + group // 2),
+                "label_y": str(TOP + PLOT + 16),
+            }
         )
     return {
         "groups": groups,

@@ -23,8 +23,9 @@ from django.utils import timezone
 
 from accounts.permissions import Action
 from actions.models import Run
-from lib.formats import duration
-from records.models import DeliveryAttempt, Trade, WebhookEvent, order_url
+from lib.formats import datetime_attr, duration, utc_text
+from records.links import link
+from records.models import DeliveryAttempt, Pool, Trade, WebhookEvent, order_url
 
 
 def stuck_trades(now=None):
@@ -106,6 +107,97 @@ def age_histogram(queryset, now=None):
     ]
 
 
+# The kept histogram (records.ReservedMinute, ReservedTotal) reads the minutes
+# of this window before ``now``, beyond 24 h or the longest SLA: everything
+# older is in the last band and stuck whatever its pool's SLA, so it is the
+# total less the window.
+KEPT_SQL = """
+WITH minutes AS (
+    SELECT m.pool_id, m.livemode,
+           sum(m.trades) AS seen,
+           {bands}
+    FROM records_reservedminute m
+    JOIN records_pool p ON p.id = m.pool_id
+    WHERE m.minute > %s
+    GROUP BY m.pool_id, m.livemode
+)
+SELECT p.pool_id, p.sla_minutes, t.trades - coalesce(w.seen, 0) AS older,
+       {band_columns}
+FROM records_reservedtotal t
+JOIN records_pool p ON p.id = t.pool_id
+LEFT JOIN minutes w ON w.pool_id = t.pool_id AND w.livemode = t.livemode
+WHERE t.trades > 0 {where}
+"""
+
+
+def _kept_query(now, window, pool_id, livemode):
+    """KEPT_SQL and its parameters, positional (``pgtrigger.ignore`` prefixes
+    a positional one to every statement, and psycopg refuses a mix)."""
+    bands, params = [], []
+    for i, band in enumerate(AGE_BANDS):
+        condition = ["m.minute < %s::timestamptz - p.sla_minutes * interval '1 minute'"]
+        params.append(now)
+        if band.low is not None:
+            condition.append("m.minute <= %s")
+            params.append(now - band.low)
+        if band.high is not None:
+            condition.append("m.minute > %s")
+            params.append(now - band.high)
+        bands.append(f"coalesce(sum(m.trades) FILTER (WHERE {' AND '.join(condition)}), 0) AS b{i}")
+    params.append(window)
+    where = ""
+    if pool_id is not None:
+        where += " AND p.pool_id = %s"
+        params.append(pool_id)
+    if livemode is not None:
+        where += " AND t.livemode = %s"
+        params.append(livemode)
+    sql = KEPT_SQL.format(
+        bands=",\n           ".join(bands),
+        band_columns=", ".join(f"coalesce(w.b{i}, 0) AS b{i}" for i in range(len(AGE_BANDS))),
+        where=where,
+    )
+    return sql, params
+
+
+def kept_histogram(now=None, *, pools=None, pool_id=None, livemode=None, band=None):
+    """The age histogram from the kept counts: stuck trades per pool and age band.
+
+    One query over a bounded number of rows (the window's minutes of each
+    pool and mode, and one total each), however many trades are stuck. Ages
+    are to the minute: a trade counts as reserved at the start of its
+    minute of ``reserved_at`` (the page prints ages to the minute too).
+    ``band`` (an ``AgeBand``) keeps that band's counts only, as the age
+    filter does. ``pools``: every pool, when the caller has them already
+    (the longest SLA bounds the window).
+    """
+    from django.db import connection
+
+    now = now or timezone.now()
+    if pools is None:
+        pools = Pool.objects.all()
+    longest = max([timedelta(hours=24)] + [timedelta(minutes=p.sla_minutes) for p in pools])
+    window = now - longest - timedelta(minutes=1)
+    with connection.cursor() as cursor:
+        cursor.execute(*_kept_query(now, window, pool_id, livemode))
+        rows = cursor.fetchall()
+    last = len(AGE_BANDS) - 1
+    per_pool = {}
+    for pool, sla, older, *counts in rows:
+        counts[last] += older
+        if band is not None:
+            counts = [
+                count if each == band else 0 for each, count in zip(AGE_BANDS, counts, strict=True)
+            ]
+        known = per_pool.setdefault(pool, [sla, [0] * len(AGE_BANDS)])
+        known[1] = [a + b for a, b in zip(known[1], counts, strict=True)]
+    return [
+        PoolAges(pool, sla, tuple(counts))
+        for pool, (sla, counts) in sorted(per_pool.items())
+        if any(counts)
+    ]
+
+
 # --- one page of the queue ------------------------------------------------------
 
 
@@ -131,22 +223,32 @@ def last_polls(transact_ids):
     return {event.subject_id: event for event in polls}
 
 
+LAST_DELIVERIES_SQL = """
+SELECT a.id, a.event_id, a.partner_id, a.attempt, a.response_status, a.duration_ms,
+       a.outcome, a.attempted_at, a.reported_by_id, t.transact_id
+FROM unnest(%s::text[]) AS t(transact_id)
+CROSS JOIN LATERAL (
+    SELECT a.* FROM records_webhookevent e
+    JOIN records_deliveryattempt a ON a.event_id = e.event_id
+    WHERE e.subject_id = t.transact_id
+    ORDER BY a.attempted_at DESC, a.id DESC
+    LIMIT 1
+) a
+"""
+
+
 def last_deliveries(transact_ids):
     """transact_id -> the newest delivery attempt of any of its events, one query.
 
-    A trade's events are found by ``subject_id`` (``event_subject_time_idx``),
-    their attempts by ``event_id`` (indexed); each attempt is tied back to
-    its trade through the unique ``event_id``.
+    Per trade of the page (a LATERAL join): its events by ``subject_id``
+    (``event_subject_time_idx``), their attempts by ``event_id`` (indexed),
+    the newest kept. The cost follows the page's trades and their events,
+    never the size of the attempts table (a hash join of the whole table
+    was what the planner chose for the ORM's ``IN`` subquery).
     """
-    trade_events = WebhookEvent.objects.filter(subject_id__in=transact_ids)
-    attempts = (
-        DeliveryAttempt.objects.filter(event_id__in=trade_events.values("event_id"))
-        .annotate(
-            transact_id=trade_events.filter(event_id=OuterRef("event_id")).values("subject_id")[:1]
-        )
-        .order_by("transact_id", "-attempted_at", "-id")
-        .distinct("transact_id")
-    )
+    if not transact_ids:
+        return {}
+    attempts = DeliveryAttempt.objects.raw(LAST_DELIVERIES_SQL, [list(transact_ids)])
     return {attempt.transact_id: attempt for attempt in attempts}
 
 
@@ -161,14 +263,22 @@ def decorate(rows, now=None):
     for trade in rows:
         order = trade.order
         trade.timeline = order_url(order.partner.partner_id, order.partner_reference)
+        trade.claim_url = link("queues:claim", trade.transact_id)
+        trade.unclaim_url = link("queues:unclaim", trade.transact_id)
+        trade.repoll_url = link("actions:repoll", trade.transact_id)
         trade.age = duration(now - trade.reserved_at, smallest="min") if trade.reserved_at else ""
+        # The row's times, written once here rather than by a date filter each.
+        trade.reserved_attr = datetime_attr(trade.reserved_at)
+        trade.reserved_text = utc_text(trade.reserved_at, "", zone=False)
         trade.holder = getattr(trade, "claim", None)  # select_related("claim__user")
         trade.last_poll = polls.get(trade.transact_id)
         trade.last_delivery = deliveries.get(trade.transact_id)
         for done in (trade.last_poll, trade.last_delivery):
             if done is not None:
+                done.url = link("browse:event", done.event_id)
                 moment = getattr(done, "created_at", None) or done.attempted_at
                 done.ago = duration(now - moment, smallest="min")
+                done.at_attr, done.at_text = datetime_attr(moment), utc_text(moment, zone=False)
 
 
 def last_scheduled_repoll():

@@ -46,13 +46,35 @@ def _abilities(user):
 # --- the queue -------------------------------------------------------------------
 
 
+def _histogram(filterset, now, pools):
+    """The age histogram under the page's filters.
+
+    Kept counts (``stuck.kept_histogram``: a bounded read, whatever the
+    number of stuck trades) for the whole queue and for the pool, mode and
+    age filters; a partner's trades are not kept apart, so under a partner
+    filter the partner's stuck trades are counted (one GROUP BY over them).
+    """
+    data = filterset.form.cleaned_data
+    if data.get("partner"):
+        return stuck.age_histogram(filterset.qs, now)
+    livemode = {"live": True, "test": False}.get(data.get("livemode") or "")
+    return stuck.kept_histogram(
+        now,
+        pools=pools,
+        pool_id=data.get("pool") or None,
+        livemode=livemode,
+        band=stuck.BANDS.get(data.get("age") or ""),
+    )
+
+
 def _page_context(request, filterset):
-    ages = stuck.age_histogram(filterset.qs, timezone.now())
+    pools = list(Pool.objects.all())
+    ages = _histogram(filterset, timezone.now(), pools)
     per_pool = {pool.pool_id: pool.total for pool in ages}
     return _abilities(request.user) | {
         "histogram": draw_histogram(ages),
         "bands": stuck.AGE_BANDS,
-        "pools": [(pool, per_pool.get(pool.pool_id, 0)) for pool in Pool.objects.all()],
+        "pools": [(pool, per_pool.get(pool.pool_id, 0)) for pool in pools],
         "scheduled": stuck.last_scheduled_repoll(),
         "bulk_filters": filterset.params(),
     }

@@ -14,6 +14,8 @@ Who writes them, and nothing else does:
 - ``ingest.refusals``: ``RejectedDelivery``, a webhook request refused;
 - ``actions.services.record_replay_attempt``: the ``DeliveryAttempt`` of a
   replay the panel sent;
+- ``partners.services``: a ``Partner`` an admin creates before 0Pools sent
+  it, and the ``DeliveryAttempt`` of a test ping;
 - ``queues.services.set_pool_sla``: a pool's ``sla_minutes``.
 """
 
@@ -22,9 +24,9 @@ from urllib.parse import quote, urlencode
 import pgtrigger
 from django.db import models
 from django.db.models import Q
-from django.urls import reverse
 
 from . import states
+from .links import link
 from .querysets import DeliveryAttemptQuerySet, PartnerQuerySet
 
 # Ids are case-sensitive and searched by prefix: "C" collation makes
@@ -93,7 +95,7 @@ def order_url(partner_id, reference):
     that is a dot segment by itself ("." or "..") is resolved away by every
     browser, encoded or not, so it goes in the query string instead.
     """
-    partner = reverse("timeline:order_by_reference", args=[partner_id])
+    partner = link("timeline:order_by_reference", partner_id)
     if reference in (".", ".."):
         return f"{partner}?{urlencode({'reference': reference})}"
     return f"{partner}{quote(reference, safe='')}/"
@@ -129,6 +131,52 @@ class Quote(models.Model):
 
     def __str__(self):
         return self.quote_id
+
+
+def _reserved_kept_sql(*, plus, minus):
+    """The trigger body that moves the kept counts of reserved trades by what
+    one statement on ``records_trade`` did: +1 for each row reserved after it
+    (``plus``), -1 for each row reserved before it (``minus``). A row that
+    stays reserved in the same minute cancels out and touches nothing.
+
+    Counter rows are changed in (pool, mode, minute) order, so two
+    statements never wait on each other's rows in opposite orders.
+    """
+    parts = []
+    for table, sign in ((plus, "+"), (minus, "-")):
+        if table:
+            parts.append(
+                f"SELECT pool_id, livemode,"  # noqa: S608 - constant text (table names)
+                f" date_trunc('minute', reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+                f" AS minute, {sign}1 AS n"
+                f" FROM {table} WHERE status = 'reserved' AND reserved_at IS NOT NULL"
+            )
+    moved = " UNION ALL ".join(parts)
+    cleanup = ""
+    if minus:
+        cleanup = (
+            "DELETE FROM records_reservedminute m USING ("  # noqa: S608 - constant text
+            f" SELECT DISTINCT pool_id, livemode,"
+            f" date_trunc('minute', reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS minute"
+            f" FROM {minus} WHERE status = 'reserved' AND reserved_at IS NOT NULL) d"
+            " WHERE m.pool_id = d.pool_id AND m.livemode = d.livemode"
+            " AND m.minute = d.minute AND m.trades = 0;"
+        )
+    return (
+        "INSERT INTO records_reservedminute (pool_id, livemode, minute, trades)"  # noqa: S608
+        f" SELECT pool_id, livemode, minute, sum(n) FROM ({moved}) moved"
+        " GROUP BY pool_id, livemode, minute HAVING sum(n) <> 0"
+        " ORDER BY minute, pool_id, livemode"
+        " ON CONFLICT (minute, pool_id, livemode) DO UPDATE"
+        " SET trades = records_reservedminute.trades + EXCLUDED.trades;"
+        "INSERT INTO records_reservedtotal (pool_id, livemode, trades)"
+        f" SELECT pool_id, livemode, sum(n) FROM ({moved}) moved"
+        " GROUP BY pool_id, livemode HAVING sum(n) <> 0 ORDER BY pool_id, livemode"
+        " ON CONFLICT (pool_id, livemode) DO UPDATE"
+        " SET trades = records_reservedtotal.trades + EXCLUDED.trades;"
+        f"{cleanup}"
+        "RETURN NULL;"
+    )
 
 
 class Trade(models.Model):
@@ -174,9 +222,85 @@ class Trade(models.Model):
             # happened in a day, WHERE status_at >= %s AND status_at < %s.
             models.Index(fields=["status_at", "id"], name="trade_status_at_idx"),
         ]
+        # The stuck queue's age histogram, kept (ReservedMinute, ReservedTotal):
+        # one trigger per operation (PostgreSQL allows transition tables on
+        # one event only), each statement-level, so a batch of the import
+        # changes each counter row once.
+        triggers = [
+            pgtrigger.Trigger(
+                name="trade_reserved_kept_insert",
+                operation=pgtrigger.Insert,
+                level=pgtrigger.Statement,
+                when=pgtrigger.After,
+                referencing=pgtrigger.Referencing(new="new_rows"),
+                func=_reserved_kept_sql(plus="new_rows", minus=None),
+            ),
+            pgtrigger.Trigger(
+                name="trade_reserved_kept_update",
+                operation=pgtrigger.Update,
+                level=pgtrigger.Statement,
+                when=pgtrigger.After,
+                referencing=pgtrigger.Referencing(old="old_rows", new="new_rows"),
+                func=_reserved_kept_sql(plus="new_rows", minus="old_rows"),
+            ),
+            pgtrigger.Trigger(
+                name="trade_reserved_kept_delete",
+                operation=pgtrigger.Delete,
+                level=pgtrigger.Statement,
+                when=pgtrigger.After,
+                referencing=pgtrigger.Referencing(old="old_rows"),
+                func=_reserved_kept_sql(plus=None, minus="old_rows"),
+            ),
+        ]
 
     def __str__(self):
         return self.transact_id
+
+
+class ReservedMinute(models.Model):
+    """How many trades are in ``reserved`` now, per pool, mode and minute of ``reserved_at``.
+
+    Kept by PostgreSQL itself (statement-level triggers on ``records_trade``,
+    in the same transaction as every insert, status move and delete), so the
+    stuck queue's age histogram reads a bounded window of these rows (24 h
+    of minutes per pool, or the longest SLA) plus ``ReservedTotal``, never
+    the stuck trades themselves. A pool's SLA is applied when read: changing
+    it changes nothing here. Rows that fall to zero are deleted.
+    """
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    livemode = models.BooleanField()
+    # date_trunc('minute', reserved_at) in UTC.
+    minute = models.DateTimeField()
+    trades = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            # Minute first: the histogram reads a window of minutes (a range scan).
+            models.UniqueConstraint(
+                fields=["minute", "pool", "livemode"], name="reserved_minute_key"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.pool_id} {self.minute:%Y-%m-%d %H:%M}: {self.trades}"
+
+
+class ReservedTotal(models.Model):
+    """How many trades are in ``reserved`` now, per pool and mode (see ``ReservedMinute``):
+    what lies beyond the histogram's window of minutes is this minus the window."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    livemode = models.BooleanField()
+    trades = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "livemode"], name="reserved_total_key")
+        ]
+
+    def __str__(self):
+        return f"{self.pool_id}: {self.trades}"
 
 
 class WebhookEvent(models.Model):

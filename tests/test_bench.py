@@ -66,6 +66,7 @@ EXPECTED_ROWS = {
     "S6": 6,
     "bulk": 1,
     "close": 2,
+    "verify": 1,
 }
 
 
@@ -79,7 +80,8 @@ def test_every_bench_operation_runs(tmp_path):
         [sys.executable, str(ROOT / "bench" / "run.py"), "--orders", "300", "--samples", "12",
          "--admin-samples", "1", "--webhooks", "40", "--concurrency", "4",
          "--pgbench-seconds", "1", "--import-orders", "20", "--orm-events", "30",
-         "--bulk-limit", "3", "--close-days", "1", "--no-progress", "--drop",
+         "--bulk-limit", "3", "--close-days", "1", "--verifications", "40",
+         "--no-progress", "--drop",
          "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

@@ -217,6 +217,10 @@ def role_pages(event_id, run_pk, since):
         f"/actions/runs/{run_pk}/": 200,
         "/orders/ptn_acme/no_such_order/": 404,  # an error page, in the layout
         recover: {"support": 403, "operations": 200, "admin": 200},
+        **dict.fromkeys(
+            ["/partners/", "/partners/ptn_acme/", "/team/"],
+            {"support": 403, "operations": 403, "admin": 200},
+        ),
     }
 
 
@@ -408,3 +412,71 @@ def test_operations_resolve_a_reconciliation_exception_on_a_phone(
     assert page.locator(item).get_attribute("data-state") == "resolved"
     page.goto(live_server.url + trade.order.get_absolute_url())
     assert page.locator("text=ticket 4411: settlement posted under a wrong id").count() >= 1
+
+
+def test_an_admin_creates_a_partner_issues_and_rolls_a_key_rotates_a_secret_and_pings_it(
+    page, live_server, admin_user, upstream
+):
+    import httpx
+
+    from partners.models import ApiKey
+    from tests.helpers import received
+
+    sign_in(page, live_server, admin_user)
+    page.click("header nav.sections >> text=Partners")
+    page.click("#new-partner")
+    page.fill("#id_partner_id", "ptn_browser")
+    page.fill("#id_name", "Browser Ltd")
+    page.select_option("#id_mode", "live")
+    page.check("#id_verified")
+    page.fill("#id_reason", "signed contract")
+    page.click("#partner-form button[type=submit]")
+    page.wait_for_url("**/partners/ptn_browser/")
+
+    page.fill("#endpoint-form input[name=url]", f"{upstream.url}/partners/ptn_browser/webhooks")
+    page.fill("#endpoint-form input[name=reason]", "onboarding")
+    page.click("#endpoint-form button[type=submit]")
+    page.wait_for_url("**/partners/ptn_browser/")
+
+    page.fill("#issue-form input[name=reason]", "first key")
+    page.fill("#issue-form input[name=sudo_password]", PASSWORD)
+    page.click("#issue-form button[type=submit]")
+    first = page.locator("#secret-value").inner_text()
+    assert first.startswith("sk_live_")
+    page.click("#done")
+    assert first not in page.content() and first[-4:] in page.content()
+
+    # In sudo mode now: no password asked again.
+    roll = page.locator(".roll-form").first
+    roll.locator("select[name=overlap]").select_option("1h")
+    roll.locator("input[name=reason]").fill("yearly roll")
+    roll.locator("button[type=submit]").click()
+    second = page.locator("#secret-value").inner_text()
+    assert second.startswith("sk_live_") and second != first
+    page.click("#done")
+    states = page.locator("#keys tr[data-key]").evaluate_all(
+        "rows => rows.map(r => r.dataset.state)"
+    )
+    assert sorted(states) == ["active", "expiring"]
+    assert ApiKey.objects.filter(expires_at__isnull=False).count() == 1
+
+    page.fill("#rotate-form input[name=reason]", "first secret")
+    page.click("#rotate-form button[type=submit]")
+    secret = page.locator("#secret-value").inner_text()
+    assert secret.startswith("whsec_")
+    httpx.post(
+        f"{upstream.url}/_sandbox/partners/ptn_browser", json={"secrets": [secret], "respond": 200}
+    )
+    page.click("#done")
+
+    page.click("#test-event-form button[type=submit]")
+    page.wait_for_url("**/partners/ptn_browser/")
+    assert "answered 200" in page.locator("ul.messages").inner_text()
+    assert [(r["verified"], r["event"]["type"]) for r in received(upstream, "ptn_browser")] == [
+        (True, "ping")
+    ]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "partner-1280.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(ARTIFACTS / "partner.png"), full_page=True)
+    assert overflow(page) == 0

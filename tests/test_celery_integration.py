@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import pytest
 
 from ingest import tasks
+from lib.tasks import broker_recovered
 from opspanel.celery import app
 from records.models import Trade, WebhookEvent
 from tests import envelopes
@@ -33,6 +34,7 @@ def broker_unreachable():
         app.conf.broker_url, app.conf.broker_write_url = saved
         app._pool = None
         app.amqp._producer_pool = None
+        broker_recovered()  # the next test's sends are not skipped
 
 
 def test_a_webhook_event_is_applied_by_the_worker(client, worker):
@@ -80,3 +82,58 @@ def test_an_event_handled_twice_is_applied_once(client, worker):
     trade = Trade.objects.get(transact_id="pt_live_TWICE1")
     assert trade.status_changes.count() == 1
     assert WebhookEvent.objects.get(pk=event.pk).attempts == 1
+
+
+@contextmanager
+def broker_refusing():
+    """A "broker" on loopback that accepts each connection and closes it at
+    once (a Redis going away); yields the list of connections it got."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    saved = app.conf.broker_url, app.conf.broker_write_url
+    app.conf.broker_url = app.conf.broker_write_url = f"redis://127.0.0.1:{port}/0"
+    app._pool = None
+    app.amqp._producer_pool = None
+    broker_recovered()
+    try:
+        yield accepted
+    finally:
+        listener.close()
+        app.conf.broker_url, app.conf.broker_write_url = saved
+        app._pool = None
+        app.amqp._producer_pool = None
+        broker_recovered()
+
+
+def test_with_the_broker_down_a_webhook_tries_it_once_then_not_at_all_for_a_while(client):
+    # Issue 15 item 4: each webhook used to retry the publish (~0.9 s) while
+    # the broker was down. Counted here as connections the broker got.
+    first, second, third = (envelopes.trade("reserved") for _ in range(3))
+
+    with broker_refusing() as connections:
+        assert post_event(client, first).status_code == 202
+        after_first = len(connections)
+        assert post_event(client, second).status_code == 202
+        assert post_event(client, third).status_code == 202
+        after_three = len(connections)
+
+    # One publish, no retry policy on top of the client's own reconnects...
+    assert 1 <= after_first <= 3
+    # ...and the next requests do not try a broker known to be down.
+    assert after_three == after_first
+    assert WebhookEvent.objects.filter(state="pending").count() == 3

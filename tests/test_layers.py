@@ -16,7 +16,7 @@ FLOORS = [
     {"records", "accounts", "outbound"},
     {"lib"},
     {"audit"},
-    {"ingest", "lookup", "timeline", "browse", "partners"},
+    {"ingest", "lookup", "timeline", "browse", "partners", "team"},
     {"actions"},
     {"queues", "deliveries", "reconciliation"},
     {"opspanel"},

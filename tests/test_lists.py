@@ -472,12 +472,12 @@ def test_no_list_page_or_export_counts_rows(support, sandbox):
 def test_a_list_page_costs_the_same_few_queries_at_any_size(
     support, sandbox, name, django_assert_max_num_queries
 ):
-    # Six are the signed-in request's own: session, user, the user's role, and
-    # the idle-timeout session save (SAVEPOINT, UPDATE, RELEASE). Then one for
-    # the page, and one more on the ledger for the trades its entries name.
+    # Five are the signed-in request's own: session, user with their role,
+    # and the idle-timeout session save (SAVEPOINT, UPDATE, RELEASE). Then one
+    # for the page, and one more on the ledger for the trades its entries name.
     for per_page in (5, 50):
-        with django_assert_max_num_queries(8):
+        with django_assert_max_num_queries(7):
             first = support.get(f"/{name}/?per_page={per_page}")
         assert len(first.context["rows"]) == per_page
-        with django_assert_max_num_queries(8):
+        with django_assert_max_num_queries(7):
             support.get(next_link(first))

@@ -9,7 +9,7 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 # Served to anyone: the sign-in page, the signed webhook, the health check.
-PUBLIC = {"login", "webhook", "healthz"}
+PUBLIC = {"login", "webhook", "healthz", "keys_verify"}
 # Any signed-in user, with a role or not, may sign out.
 SIGNED_IN = {"logout"}
 
@@ -86,6 +86,11 @@ PAGES = [
     "/reconciliation/2026-11-20?format=csv",
     "/reconciliation/2026-11-20?format=json",
     "/reconciliation/2026-11-20/settled_without_fee/pt_live_abc123/work",
+    "/partners/",
+    "/partners/new",
+    "/partners/ptn_acme/",
+    "/partners/ptn_acme/edit",
+    "/team/",
 ]
 POSTS = [
     "/trades/pt_live_abc123/repoll",
@@ -98,6 +103,20 @@ POSTS = [
     "/pools/EUR-USDT/sla",
     "/deliveries/recover",
     "/reconciliation/2026-11-20/settled_without_fee/pt_live_abc123/work",
+    "/partners/new",
+    "/partners/ptn_acme/edit",
+    "/partners/ptn_acme/status",
+    "/partners/ptn_acme/entitlements",
+    "/partners/ptn_acme/endpoint",
+    "/partners/ptn_acme/test-event",
+    "/partners/ptn_acme/keys",
+    "/partners/ptn_acme/keys/1/roll",
+    "/partners/ptn_acme/keys/1/revoke",
+    "/partners/ptn_acme/secrets",
+    "/partners/ptn_acme/secrets/1/retire",
+    "/team/new",
+    "/team/1/role",
+    "/team/1/deactivate",
 ]
 
 
@@ -160,6 +179,7 @@ def test_a_nul_in_a_filter_is_400_not_a_500(support, url):
 IN, NO, LOGIN = "in", "403", "login"
 READ = {"anonymous": LOGIN, "no role": NO, "support": IN, "operations": IN, "admin": IN}
 OPERATE = {"anonymous": LOGIN, "no role": NO, "support": NO, "operations": IN, "admin": IN}
+ADMIN_ONLY = {"anonymous": LOGIN, "no role": NO, "support": NO, "operations": NO, "admin": IN}
 SWEEP = {
     "login": ("GET", "/accounts/login/", dict.fromkeys(READ, "public")),
     "healthz": ("GET", "/healthz", dict.fromkeys(READ, "public")),
@@ -198,6 +218,25 @@ SWEEP = {
         "/reconciliation/2026-11-20/settled_without_fee/pt_live_abc123/work",
         OPERATE,
     ),
+    # Machine-authenticated (a bearer token): a session, any role, changes nothing.
+    "keys_verify": ("POST", "/internal/keys/verify", dict.fromkeys(READ, "public")),
+    "partners:list": ("GET", "/partners/", ADMIN_ONLY),
+    "partners:create": ("POST", "/partners/new", ADMIN_ONLY),
+    "partners:detail": ("GET", "/partners/ptn_acme/", ADMIN_ONLY),
+    "partners:edit": ("POST", "/partners/ptn_acme/edit", ADMIN_ONLY),
+    "partners:status": ("POST", "/partners/ptn_acme/status", ADMIN_ONLY),
+    "partners:entitlement": ("POST", "/partners/ptn_acme/entitlements", ADMIN_ONLY),
+    "partners:endpoint": ("POST", "/partners/ptn_acme/endpoint", ADMIN_ONLY),
+    "partners:test_event": ("POST", "/partners/ptn_acme/test-event", ADMIN_ONLY),
+    "partners:issue_key": ("POST", "/partners/ptn_acme/keys", ADMIN_ONLY),
+    "partners:roll_key": ("POST", "/partners/ptn_acme/keys/1/roll", ADMIN_ONLY),
+    "partners:revoke_key": ("POST", "/partners/ptn_acme/keys/1/revoke", ADMIN_ONLY),
+    "partners:rotate_secret": ("POST", "/partners/ptn_acme/secrets", ADMIN_ONLY),
+    "partners:retire_secret": ("POST", "/partners/ptn_acme/secrets/1/retire", ADMIN_ONLY),
+    "team:list": ("GET", "/team/", ADMIN_ONLY),
+    "team:create": ("POST", "/team/new", ADMIN_ONLY),
+    "team:role": ("POST", "/team/1/role", ADMIN_ONLY),
+    "team:deactivate": ("POST", "/team/1/deactivate", ADMIN_ONLY),
 }
 VISITORS = ["anonymous", "no role", "support", "operations", "admin"]
 

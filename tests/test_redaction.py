@@ -52,7 +52,14 @@ from psycopg.types.json import Jsonb
 from actions.models import Run
 from audit.models import Entry
 from ingest.contract import EVENT_OBJECTS
-from partners.services import rotate_secret, set_endpoint
+from partners.services import (
+    issue_key,
+    profile_of,
+    rotate_secret,
+    send_test_event,
+    set_endpoint,
+    update_partner,
+)
 from reconciliation.models import ClosedException
 from records.models import Identifier, Partner, Pool, RejectedDelivery, Trade, WebhookEvent
 from sandbox.network import generate
@@ -413,6 +420,10 @@ FORMATS = {
 ALL = {"per_page": "200"}
 
 
+# The 0Pools network's machine token for POST /internal/keys/verify.
+VERIFY_TOKEN = "sweep-machine-token-" + secrets.token_hex(16)
+
+
 def fills(data):
     """Real values for every path parameter: the first of each is the one every
     visitor sees in every format; the others are seen too, fewer ways."""
@@ -577,6 +588,7 @@ def test_the_mark_planted_at_every_depth_appears_nowhere(
     client, settings, monkeypatch, tmp_path, upstream, receiver_log, worker
 ):
     settings.OPSPANEL_ACTIONS_PER_MINUTE = 1000
+    settings.OPSPANEL_VERIFY_TOKENS = [VERIFY_TOKEN]
     by_webhook, by_import, plants = dataset(MARK)
     sweep = Sweep(plants)
     with every_log(monkeypatch) as logs:
@@ -776,6 +788,22 @@ def _act(client, sweep, plants, upstream):
     worked = client.post(work, {**fields, "outcome": "resolved", "reason": "sweep: worked"})
     sweep.response("reconciliation", "work", worked)
     assert worked.status_code == 302
+
+    # The network asks whether a partner key is good (machine-authenticated),
+    # and the admin sends the partner a test event: both answer from stored rows.
+    acme = Partner.objects.get(partner_id="ptn_acme")
+    profile = profile_of(acme)
+    update_partner(acme, name=acme.name, tier=profile.tier, verified=True, reason="sweep")
+    issued = issue_key(acme, reason="sweep")
+    verified = client.post(
+        "/internal/keys/verify",
+        data=orjson.dumps({"key": issued.value}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {VERIFY_TOKEN}"},
+    )
+    sweep.response("verify", "post", verified)
+    assert verified.status_code == 200
+    send_test_event(acme, reason="sweep")
 
     return {
         # The worked exception's day first: the route's first values go together.

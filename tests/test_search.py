@@ -233,9 +233,9 @@ def test_an_empty_query_is_a_clear_400(support):
 
 
 def test_a_lookup_is_a_handful_of_queries(support, order, django_assert_max_num_queries):
-    # session, user, the user's role, session save (savepoint, update,
+    # session, user with their role, session save (savepoint, update,
     # release), the identifier range scan, the latest trade of each order found
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(7):
         response = support.get("/search", {"q": "pt_live_9"})
 
     assert response.status_code == 200
@@ -347,10 +347,10 @@ def test_a_prefix_within_a_page_is_not_said_to_be_cut(support, sixty_trades):
 def test_a_cut_prefix_costs_one_query_more_than_a_whole_one(
     support, sixty_trades, django_assert_max_num_queries
 ):
-    # The eight of a lookup, plus the bounded count (an index-only range scan
+    # The seven of a lookup, plus the bounded count (an index-only range scan
     # of identifier_value_idx that stops at COUNT_BOUND + 1 rows) that only a
     # page cut short needs.
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(8):
         response = support.get("/search", {"q": "pt_live_P"})
 
     assert "First 50 of 60 ids" in response.content.decode()

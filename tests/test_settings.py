@@ -63,6 +63,8 @@ PRODUCTION = {
     "SECRET_KEY": "a-production-secret-key-" + "x" * 40,
     "OPOOLS_WEBHOOK_SECRETS": SECRET,
     "ALLOWED_HOSTS": "panel.example",
+    "OPSPANEL_SECRET_KEYS": "bm90LXRoZS1kZXYta2V5LWEtcHJvZHVjdGlvbi1vbmU=",
+    "OPSPANEL_VERIFY_TOKENS": "a-production-verify-token-" + "y" * 40,
 }
 
 

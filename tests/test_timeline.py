@@ -185,10 +185,10 @@ def test_support_actions_on_the_order_read_in_the_panels_words(support, tmp_path
 def test_the_timeline_makes_a_fixed_number_of_queries(
     support, scenarios, django_assert_max_num_queries
 ):
-    # session (1) + user (1) + session save (3) + the user's role (1) + order
+    # session (1) + user with their role (1) + session save (3) + order
     # (1) + trades, quotes, events, status changes, ledger, deliveries,
     # support actions (7)
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(13):
         response = support.get("/orders/ptn_acme/scn_partner_never_told/")
 
     assert response.status_code == 200

@@ -4,6 +4,7 @@ from django import template
 from django.urls import reverse
 
 from records import ids
+from records.links import link
 
 register = template.Library()
 
@@ -15,3 +16,10 @@ def event_url(value):
     if isinstance(value, str) and ids.PATTERNS["event"].fullmatch(value):
         return reverse("browse:event", args=[value])
     return ""
+
+
+@register.filter
+def route(value, name):
+    """``{{ value|route:"app:name" }}``: ``{% url "app:name" value %}`` for a
+    route with one argument, without a ``reverse()`` per row of a table."""
+    return link(name, value)

@@ -225,9 +225,7 @@ def _wire_partners(sandbox):
             )
         if not SigningSecret.objects.active().filter(partner=partner).exists():
             rotate_secret(partner, actor_name="sandbox")
-        secrets = list(
-            SigningSecret.objects.active().filter(partner=partner).values_list("secret", flat=True)
-        )
+        secrets = [s.secret for s in SigningSecret.objects.active().filter(partner=partner)]
         sandbox.state.receiver.add_partner(partner.partner_id, {"secrets": secrets, "respond": 200})
     return len(partners)
 

@@ -1,0 +1,170 @@
+"""PostgreSQL restarting or away (issue 15, item 3): a 503 with Retry-After in
+words, never a 500; a connection the server cut is replaced, not handed out.
+
+The real restart under load is in tests/faults/test_faults.py (make test-faults);
+here the same code paths, with the server cut off by a closed port and a
+terminated backend.
+"""
+
+import socket
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from django.db import connection
+from django.test import Client
+
+from lib import database
+from lib.database import unavailable
+from opspanel.celery import app
+from records.models import WebhookEvent
+from tests import envelopes
+from tests.conftest import post_event
+
+# These tests commit: the panel's connection is closed and reopened under them.
+committing = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _tasks_in_place():
+    """The webhook's task runs in the request, not on the session's worker
+    thread, which would otherwise apply it while the test's tables are
+    emptied after it (a deadlock with the TRUNCATE)."""
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def closed_port():
+    """A loopback port nothing listens on (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def database_away():
+    """The panel's database settings point at a closed port while inside."""
+    saved = dict(connection.settings_dict)
+    saved_options = dict(saved["OPTIONS"])
+    connection.close()
+    if connection.pool:
+        connection.close_pool()
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(closed_port()))
+    options = connection.settings_dict["OPTIONS"] = dict(saved_options)
+    if "pool" in options:
+        options["pool"] = {**options["pool"], "timeout": 0.5}
+    try:
+        yield
+    finally:
+        database.forget_away()
+        connection.close()
+        if connection.pool:
+            connection.close_pool()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved, OPTIONS=saved_options)
+
+
+@committing
+def test_a_webhook_while_the_database_is_away_is_a_json_503_with_retry_after():
+    client = Client(raise_request_exception=False)
+    envelope = envelopes.trade("reserved", transact_id="pt_live_AWAY1")
+
+    with database_away():
+        response = post_event(client, envelope)
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "2"
+    assert response.json()["error"].startswith("The panel cannot reach its database")
+    # Back: the sender's retry is stored.
+    assert post_event(client, envelope).status_code == 202
+    assert WebhookEvent.objects.filter(event_id=envelope["id"]).count() == 1
+
+
+@committing
+def test_a_page_while_the_database_is_away_is_a_503_page_in_the_layout(support_user):
+    client = Client(raise_request_exception=False)
+    client.force_login(support_user)
+
+    with database_away():
+        response = client.get("/orders/")
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "2"
+    page = response.content.decode()
+    assert "<title>Service Unavailable · 0Pools Ops Panel</title>" in page
+    assert "cannot reach its database" in page
+    assert "Traceback" not in page
+    assert client.get("/orders/").status_code == 200
+
+
+def terminate_other_backends():
+    """What a PostgreSQL restart does to the pool's idle connections."""
+    params = connection.get_connection_params()
+    params.pop("pool", None)
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as killer:
+        return killer.execute(
+            # Idle ones only: a worker thread's query in flight is not ours to cut.
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND state = 'idle'"
+        ).fetchone()[0]
+
+
+@committing
+def test_a_connection_the_server_cut_is_not_handed_to_a_request():
+    client = Client(raise_request_exception=False)
+    assert post_event(client, envelopes.trade("reserved")).status_code == 202
+    connection.close()  # back to the pool, which keeps it open
+    assert terminate_other_backends() >= 1
+
+    response = post_event(client, envelopes.trade("settled"))
+
+    assert response.status_code == 202
+
+
+def test_only_a_database_out_of_reach_counts_as_unavailable():
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(host="127.0.0.1", port=closed_port(), connect_timeout=2)
+    assert unavailable(refused.value)
+
+    params = connection.get_connection_params()
+    for key in ("pool", "cursor_factory", "context"):
+        params.pop(key, None)
+    with psycopg.connect(**params, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        with psycopg.connect(**params, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pytest.raises(psycopg.OperationalError) as shut_down:
+            conn.execute("SELECT 1")
+    assert unavailable(shut_down.value)  # AdminShutdown, or the cut connection
+
+    with psycopg.connect(**params, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as bad_query:
+            conn.execute("SELECT * FROM no_such_table")
+        assert not unavailable(bad_query.value)
+        with pytest.raises(psycopg.OperationalError) as cancelled:
+            conn.execute("SET statement_timeout = 1; SELECT pg_sleep(1)")
+        assert not unavailable(cancelled.value)  # 57014: a query, not the server
+
+
+@committing
+def test_while_the_database_is_known_away_requests_answer_without_waiting_on_the_pool():
+    client = Client(raise_request_exception=False)
+    with database_away():
+        assert post_event(client, envelopes.trade("reserved")).status_code == 503
+        pool = connection.pool
+        if pool is None:
+            pytest.skip("DATABASE_POOL_DISABLED: no pool to wait on")
+        asked = pool.get_stats().get("requests_num", 0)
+        assert asked >= 1
+
+        webhook = post_event(client, envelopes.trade("settled"))
+        page = client.get("/accounts/login/")
+
+        # Both answered 503 at once: neither asked the pool for a connection.
+        assert (webhook.status_code, page.status_code) == (503, 503)
+        assert webhook["Retry-After"] == page["Retry-After"] == "2"
+        assert pool.get_stats().get("requests_num", 0) == asked

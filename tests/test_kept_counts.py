@@ -1,0 +1,312 @@
+"""What issue 14 added for fast pages, each shown able to fail.
+
+The stuck queue's kept age histogram (records.ReservedMinute and
+ReservedTotal, kept by PostgreSQL triggers) against a recount after a mix of
+inserts, status moves, deletes and SLA changes; the signed-in path (one
+session read, one user-and-role read) still signs out at once; links built
+without ``reverse()`` are the links ``reverse()`` builds.
+"""
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.db.models import F
+from django.test.utils import CaptureQueriesContext
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
+
+from accounts.roles import role_of
+from queues import stuck
+from records.links import link
+from records.models import Pool, ReservedMinute, ReservedTotal, Trade
+from tests.conftest import PASSWORD
+from tests.helpers import import_events
+from tests.test_queue import QUEUE, histogram, reserved
+
+pytestmark = pytest.mark.django_db
+
+M, H = timedelta(minutes=1), timedelta(hours=1)
+
+
+# --- the kept histogram ------------------------------------------------------------------
+
+
+def kept():
+    """The kept counts as {(pool, mode, minute): n} and {(pool, mode): n}, zeros left out."""
+    minutes = {
+        (row.pool_id, row.livemode, row.minute): row.trades
+        for row in ReservedMinute.objects.all()
+        if row.trades
+    }
+    totals = {
+        (row.pool_id, row.livemode): row.trades for row in ReservedTotal.objects.all() if row.trades
+    }
+    return minutes, totals
+
+
+def recount():
+    """The same, counted from the trades themselves (Python, not the triggers' SQL)."""
+    minutes, totals = {}, {}
+    for trade in Trade.objects.filter(status=Trade.Status.RESERVED, reserved_at__isnull=False):
+        minute = trade.reserved_at.replace(second=0, microsecond=0)
+        key = (trade.pool_id, trade.livemode)
+        minutes[(*key, minute)] = minutes.get((*key, minute), 0) + 1
+        totals[key] = totals.get(key, 0) + 1
+    return minutes, totals
+
+
+def histogram_recount(now):
+    """The age histogram to the minute, recounted: each trade as reserved at the
+    start of its minute, banded as ``stuck.AGE_BANDS`` say."""
+    found = {}
+    for trade in Trade.objects.filter(status=Trade.Status.RESERVED, reserved_at__isnull=False):
+        at = trade.reserved_at.replace(second=0, microsecond=0)
+        pool = trade.pool
+        if not at < now - timedelta(minutes=pool.sla_minutes):
+            continue
+        counts = found.setdefault((pool.pool_id, pool.sla_minutes), [0] * len(stuck.AGE_BANDS))
+        for i, band in enumerate(stuck.AGE_BANDS):
+            if (band.low is None or at <= now - band.low) and (
+                band.high is None or at > now - band.high
+            ):
+                counts[i] += 1
+    return [
+        stuck.PoolAges(pool, sla, tuple(counts))
+        for (pool, sla), counts in sorted(found.items())
+        if any(counts)
+    ]
+
+
+def test_kept_counts_equal_a_recount_after_inserts_moves_deletes_and_sla_changes(tmp_path):
+    rng = random.Random(14)
+    pools = ["EUR-USDT", "USD-USDC", "GBP-USDT"]
+    import_events(
+        tmp_path,
+        *[
+            reserved(
+                f"pt_{'live' if i % 4 else 'test'}_K{i:02d}",
+                rng.choice([20 * M, 50 * M, 2 * H, 5 * H, 30 * H, 80 * H]) + rng.randrange(60) * M,
+                pool=pools[i % 3],
+            )
+            for i in range(24)
+        ],
+    )
+    assert kept() == recount()
+    assert sum(kept()[1].values()) == 24
+    template = Trade.objects.first()
+    now = timezone.now()
+
+    for step in range(40):
+        move = rng.choice(["insert", "settle", "reserve", "shift", "pool", "mode", "delete", "sla"])
+        trades = list(Trade.objects.order_by("id"))
+        if move == "insert":  # several rows in one statement
+            made = []
+            for n in range(rng.randrange(1, 4)):
+                clone = Trade.objects.get(pk=template.pk)
+                clone.pk = None
+                clone.transact_id = f"pt_live_C{step:02d}{n}"
+                clone.status = (
+                    rng.choice([Trade.Status.RESERVED, Trade.Status.SETTLED])
+                    if n
+                    else Trade.Status.RESERVED
+                )
+                clone.reserved_at = now - rng.randrange(10, 3000) * M
+                made.append(clone)
+            Trade.objects.bulk_create(made)
+        elif move == "settle":
+            Trade.objects.filter(pk=rng.choice(trades).pk).update(status=Trade.Status.SETTLED)
+        elif move == "reserve":
+            Trade.objects.filter(pk=rng.choice(trades).pk).update(status=Trade.Status.RESERVED)
+        elif move == "shift":  # many rows, some into the same minute
+            Trade.objects.filter(pk__in=[t.pk for t in rng.sample(trades, 5)]).update(
+                reserved_at=F("reserved_at") - rng.randrange(0, 90) * M
+            )
+        elif move == "pool":
+            Trade.objects.filter(pk=rng.choice(trades).pk).update(
+                pool=Pool.objects.order_by("?").first()
+            )
+        elif move == "mode":
+            Trade.objects.filter(pk=rng.choice(trades).pk).update(livemode=~F("livemode"))
+        elif move == "delete":  # a reserved one when there is one: it must be uncounted
+            clones = [t for t in trades if t.transact_id.startswith("pt_live_C")]
+            clones.sort(key=lambda t: t.status != Trade.Status.RESERVED)
+            if clones:
+                Trade.objects.filter(pk=clones[0].pk).delete()
+        else:
+            Pool.objects.filter(pool_id=rng.choice(pools)).update(
+                sla_minutes=rng.choice([15, 45, 300, 2000])
+            )
+        assert kept() == recount(), (step, move)
+        assert stuck.kept_histogram(now) == histogram_recount(now), (step, move)
+
+
+def test_a_rolled_back_change_leaves_the_kept_counts_as_they_were(tmp_path):
+    import_events(tmp_path, reserved("pt_live_R01", 2 * H), reserved("pt_live_R02", 30 * H))
+    before = kept()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Trade.objects.update(status=Trade.Status.SETTLED)
+        assert kept()[1] == {}
+        raise RuntimeError("undo")
+    assert kept() == before == recount()
+
+
+def test_the_migration_backfill_counts_what_is_there(tmp_path):
+    """The migration's backfill (and the triggers) agree with a recount of any table."""
+    from importlib import import_module
+
+    backfill = import_module("records.migrations.0008_reserved_kept").BACKFILL
+    import_events(tmp_path, reserved("pt_live_B01", 2 * H), reserved("pt_test_B02", 30 * H))
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM records_reservedminute; DELETE FROM records_reservedtotal")
+        assert kept() == ({}, {})
+        cursor.execute(backfill)
+    assert kept() == recount()
+    assert sum(kept()[1].values()) == 2
+
+
+def test_the_queue_page_draws_the_kept_histogram_without_reading_the_stuck_trades(ops, tmp_path):
+    import_events(
+        tmp_path,
+        *[reserved(f"pt_live_S{i:02d}", (30 + i) * H, pool="EUR-USDT") for i in range(12)],
+        reserved("pt_live_S99", 2 * H, pool="USD-USDC"),
+    )
+    with CaptureQueriesContext(connection) as captured:
+        response = ops.get(QUEUE)
+    assert histogram(response) == {
+        "EUR-USDT": {"under-1h": 0, "1-4h": 0, "4-24h": 0, "over-24h": 12},
+        "USD-USDC": {"under-1h": 0, "1-4h": 1, "4-24h": 0, "over-24h": 0},
+    }
+    grouped = [q["sql"] for q in captured if "GROUP BY" in q["sql"]]
+    assert len(grouped) == 1
+    assert "records_reservedminute" in grouped[0]
+    assert "records_trade" not in grouped[0]
+
+    # Filters the kept counts know: pool, mode, age band.
+    assert histogram(ops.get(QUEUE, {"pool": "USD-USDC"})) == {
+        "USD-USDC": {"under-1h": 0, "1-4h": 1, "4-24h": 0, "over-24h": 0}
+    }
+    assert histogram(ops.get(QUEUE, {"livemode": "test"})) == {}
+    assert histogram(ops.get(QUEUE, {"age": "1-4h"})) == {
+        "USD-USDC": {"under-1h": 0, "1-4h": 1, "4-24h": 0, "over-24h": 0}
+    }
+    # A partner's trades are counted (they are not kept apart): the same figures.
+    with CaptureQueriesContext(connection) as captured:
+        by_partner = ops.get(QUEUE, {"partner": "ptn_acme"})
+    assert histogram(by_partner)["EUR-USDT"]["over-24h"] == 12
+    assert any("records_trade" in q["sql"] and "GROUP BY" in q["sql"] for q in captured)
+
+
+def test_the_queue_page_costs_the_same_queries_with_ten_times_the_stuck_trades(
+    ops, tmp_path, django_assert_num_queries
+):
+    import_events(tmp_path, *[reserved(f"pt_live_T{i:03d}", (20 + i) * M) for i in range(6)])
+    ops.get(QUEUE)  # the idle clock's touch (a session write) out of the way
+    with CaptureQueriesContext(connection) as few:
+        ops.get(QUEUE)
+    import_events(tmp_path, *[reserved(f"pt_live_U{i:03d}", (30 + i) * H) for i in range(60)])
+    with django_assert_num_queries(len(few)):
+        response = ops.get(QUEUE)
+    assert sum(histogram(response)["EUR-USDT"].values()) == 66
+
+
+# --- signed in: one session read, one user-and-role read ------------------------------
+
+
+def test_a_signed_in_page_reads_the_session_and_the_user_with_their_role_once(support):
+    support.get("/orders/")  # the idle clock's first touch
+    with CaptureQueriesContext(connection) as captured:
+        assert support.get("/orders/").status_code == 200
+    auth = [q["sql"] for q in captured if "django_session" in q["sql"] or "auth_" in q["sql"]]
+    assert len(auth) == 2, auth
+    assert "django_session" in auth[0]
+    assert "auth_user" in auth[1] and "auth_group" in auth[1]
+
+
+def test_signing_out_ends_the_session_for_every_process_at_once(client, support_user):
+    from django.test import Client
+
+    response = client.post(
+        "/accounts/login/", {"username": support_user.username, "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    # Another web process, the same cookie: signed in there too.
+    elsewhere = Client()
+    elsewhere.cookies = client.cookies
+    assert elsewhere.get("/orders/").status_code == 200
+
+    assert client.post("/accounts/logout/").status_code == 302
+    answer = elsewhere.get("/orders/")
+    assert answer.status_code == 302
+    assert answer["Location"].startswith("/accounts/login/")
+
+
+def test_a_role_taken_away_or_a_user_disabled_counts_at_the_next_request(
+    client, support_user, operations_user
+):
+    client.force_login(support_user)
+    assert client.get("/orders/").status_code == 200
+    support_user.groups.clear()
+    assert client.get("/orders/").status_code == 403
+
+    client.force_login(operations_user)
+    assert client.get(QUEUE).status_code == 200
+    operations_user.is_active = False
+    operations_user.save()
+    answer = client.get(QUEUE)
+    assert answer.status_code == 302
+    assert answer["Location"].startswith("/accounts/login/")
+
+
+def test_a_new_password_signs_out_the_other_sessions(client, support_user):
+    client.force_login(support_user)
+    assert client.get("/orders/").status_code == 200
+    support_user.set_password("another long pass phrase 7")
+    support_user.save()
+    assert client.get("/orders/").status_code == 302
+
+
+def test_the_strongest_role_wins(support_user):
+    from django.contrib.auth.models import Group
+
+    from accounts.backends import RoleModelBackend
+
+    support_user.groups.add(Group.objects.get_or_create(name="admin")[0])
+    user = RoleModelBackend().get_user(support_user.pk)
+    assert user.username == support_user.username
+    assert role_of(user) == "admin"
+    assert RoleModelBackend().get_user(support_user.pk + 999) is None
+    assert RoleModelBackend().get_user("not a number") is None
+
+
+# --- links without reverse() -------------------------------------------------------------
+
+
+@given(st.text(min_size=1, max_size=20))
+def test_a_link_is_what_reverse_makes(value):
+    for name in ("browse:event", "queues:claim", "actions:repoll", "timeline:order_by_reference"):
+        try:
+            expected = reverse(name, args=[value])
+        except NoReverseMatch:
+            with pytest.raises(NoReverseMatch):
+                link(name, value)
+        else:
+            assert link(name, value) == expected
+
+
+# --- /id/<exact> ---------------------------------------------------------------------------
+
+
+def test_an_exact_id_is_a_redirect_after_one_query_of_its_own(support, tmp_path):
+    import_events(tmp_path, reserved("pt_live_X01", 2 * H))
+    support.get("/orders/")  # the idle clock's touch out of the way
+    with CaptureQueriesContext(connection) as captured:
+        response = support.get("/id/pt_live_X01")
+    assert response.status_code == 302
+    assert response["Location"] == "/orders/ptn_acme/ref_X01/"
+    # session, user with their role, the identifier range scan: no trade read
+    assert len(captured) == 3
+    assert "records_trade" not in captured[2]["sql"]
