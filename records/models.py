@@ -63,7 +63,10 @@ class Pool(models.Model):
 class Order(models.Model):
     """One partner order: the subject of a timeline."""
 
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="orders")
+    # No index of its own: order_unique_partner_reference leads with it.
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
     partner_reference = models.CharField(max_length=128, db_collation=ID_COLLATION)
     livemode = models.BooleanField()
     first_seen_at = models.DateTimeField(help_text="Upstream time of the first record seen.")
@@ -291,7 +294,10 @@ class StatusChange(models.Model):
         [(o.upper(), o) for o in (states.APPLIED, states.LATE, states.ILLEGAL, states.OVERRIDE)],
     )
 
-    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="status_changes")
+    # No index of its own: status_trade_time_idx leads with it.
+    trade = models.ForeignKey(
+        Trade, on_delete=models.PROTECT, related_name="status_changes", db_index=False
+    )
     from_status = models.CharField(max_length=10, blank=True)
     to_status = models.CharField(max_length=10)
     upstream_at = models.DateTimeField()
@@ -324,7 +330,8 @@ class DeliveryAttempt(models.Model):
         FAILED = "failed"
 
     event_id = models.CharField(max_length=48, db_collation=ID_COLLATION, db_index=True)
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: delivery_partner_time_idx leads with it.
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="+", db_index=False)
     attempt = models.PositiveIntegerField()
     response_status = models.PositiveSmallIntegerField(null=True)
     duration_ms = models.PositiveIntegerField(null=True)

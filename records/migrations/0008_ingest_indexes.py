@@ -37,6 +37,16 @@ class Migration(migrations.Migration):
             name="event_order_time_idx",
         ),
         migrations.AlterField(
+            model_name="deliveryattempt",
+            name="partner",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="records.partner",
+            ),
+        ),
+        migrations.AlterField(
             model_name="identifier",
             name="order",
             field=models.ForeignKey(
@@ -45,6 +55,26 @@ class Migration(migrations.Migration):
                 on_delete=django.db.models.deletion.PROTECT,
                 related_name="+",
                 to="records.order",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="order",
+            name="partner",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="orders",
+                to="records.partner",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="statuschange",
+            name="trade",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="status_changes",
+                to="records.trade",
             ),
         ),
         migrations.AlterField(
