@@ -206,8 +206,9 @@ def _load(fn, items, concurrency):
     )
 
 
-def measure_webhook(url, requests, concurrency=8):
-    """POST ``requests`` new signed events to gunicorn (2 workers) on ``url``'s database."""
+def measure_webhook(url, requests, concurrency=8, gunicorn_args=()):
+    """POST ``requests`` new signed events to gunicorn (2 workers) on ``url``'s
+    database; ``gunicorn_args`` go after ours (``--worker-class sync``: no threads)."""
     from datetime import UTC, datetime
 
     import httpx
@@ -230,6 +231,7 @@ def measure_webhook(url, requests, concurrency=8):
     }
     gunicorn = [str(ROOT / ".venv" / "bin" / "gunicorn"), "opspanel.wsgi"]
     gunicorn += ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"]
+    gunicorn += list(gunicorn_args)
     server = subprocess.Popen(gunicorn, cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     signer = Webhook(secret)
@@ -248,7 +250,12 @@ def measure_webhook(url, requests, concurrency=8):
             "webhook-signature": signer.sign(envelope["id"], now, body.decode()),
         }
         bodies.append((body, headers))
-    result = {"requests": requests, "concurrency": concurrency, "workers": 2}
+    result = {
+        "requests": requests,
+        "concurrency": concurrency,
+        "workers": 2,
+        "gunicorn_args": list(gunicorn_args),
+    }
     try:
         for _ in range(200):
             try:
@@ -359,6 +366,7 @@ def main():
     parser.add_argument("--file", help="an NDJSON file to import instead of generating one")
     parser.add_argument("--requests", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--gunicorn-args", default="", help='e.g. "--worker-class sync"')
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
 
@@ -391,7 +399,9 @@ def main():
                 f" flatness (fastest/slowest step) {result['flatness']:.2f}"
             )
         else:
-            result = measure_webhook(url, args.requests, args.concurrency)
+            result = measure_webhook(
+                url, args.requests, args.concurrency, args.gunicorn_args.split()
+            )
             for key in ("healthz", "sign_in_page", "webhook"):
                 r = result[key]
                 say(
