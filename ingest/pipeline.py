@@ -28,8 +28,7 @@ import orjson
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from psycopg.sql import SQL
-from psycopg.types.json import Jsonb
+from psycopg.sql import SQL, Literal
 
 from records.models import WebhookEvent
 
@@ -107,9 +106,9 @@ def store(envelopes, source, *, verified_with=""):
         SQL("""
         INSERT INTO {table} AS w ({columns})
         SELECT e.event_id, e.type, e.livemode, e.created_at, %b, %b, %b,
-               0, 'pending', 0, '', e.dropped, e.payload, e.partner_id, e.subject_id, ''
+               0, 'pending', 0, '', e.dropped, e.payload::jsonb, e.partner_id, e.subject_id, ''
         FROM unnest(%b::text[], %b::text[], %b::bool[], %b::timestamptz[], %b::int[],
-                    %b::jsonb[], %b::text[], %b::text[])
+                    %b::text[], %b::text[], %b::text[])
              AS e(event_id, type, livemode, created_at, dropped, payload, partner_id, subject_id)
         ON CONFLICT (event_id) DO UPDATE SET {duplicate}
         RETURNING id, event_id, (xmax = 0) AS inserted
@@ -125,7 +124,7 @@ def store(envelopes, source, *, verified_with=""):
             [e.livemode for e in fresh],
             [e.created_at for e in fresh],
             [e.dropped for e in fresh],
-            [Jsonb(e.payload) for e in fresh],
+            [orjson.dumps(e.payload).decode() for e in fresh],
             [e.partner_id for e in fresh],
             [e.subject_id for e in fresh],
         ],
@@ -154,12 +153,155 @@ def store(envelopes, source, *, verified_with=""):
 
 
 def ingest(envelopes, source):
-    """Store and apply in one transaction; return a ``Stored`` per envelope."""
+    """Store and apply in one transaction; return a ``Stored`` per envelope.
+
+    Each new event is written once, already applied (``_ingest_applied``).
+    If another writer stores one of the batch's events meanwhile (a webhook
+    while an import runs), the batch is rolled back to its savepoint and
+    done the webhook's way: stored pending, then applied.
+    """
     with transaction.atomic():
+        try:
+            with transaction.atomic():
+                return _ingest_applied(envelopes, source)
+        except _Raced:
+            pass
         results = store(envelopes, source)
         fresh = {r.pk for r in results if not r.duplicate}
         apply([(r.pk, source, e) for r, e in zip(results, envelopes, strict=True) if r.pk in fresh])
     return results
+
+
+class _Raced(Exception):
+    """Another writer stored one of the batch's events while it was applied."""
+
+
+# An event stored already applied (import, poll): one write per event, where
+# storing pending and then marking it processed wrote each row, and every
+# index entry of it, twice.
+EVENT_APPLIED = Insert(
+    WebhookEvent,
+    (
+        "id",
+        "event_id",
+        "type",
+        "livemode",
+        "created_at",
+        "received_at",
+        "source",
+        "verified_with",
+        "duplicate_count",
+        "last_duplicate_at",
+        "state",
+        "processed_at",
+        "attempts",
+        "last_error",
+        "dropped_keys",
+        "payload",
+        "partner_id",
+        "subject_id",
+        "order_id",
+        "link_key",
+    ),
+)
+
+
+def _ingest_applied(envelopes, source):
+    """``ingest`` with one write per new event; raise ``_Raced`` (see there).
+
+    The new events get their ids from the table's sequence first, in the
+    order they arrived (arrival order is the id order, as when stored one by
+    one), so they can be applied before their rows are written; the
+    foreign keys that point at them (status changes, delivery attempts) are
+    checked at commit (Django's are ``DEFERRABLE INITIALLY DEFERRED``).
+    """
+    now = timezone.now()
+    times = defaultdict(int)
+    first = {}
+    for envelope in envelopes:
+        times[envelope.event_id] += 1
+        first.setdefault(envelope.event_id, envelope)
+    events = table(WebhookEvent)
+    known = dict(
+        execute(
+            SQL("SELECT event_id, id FROM {events} WHERE event_id = ANY(%b)").format(events=events),
+            [list(first)],
+        )
+    )
+    if known:
+        execute(
+            SQL("""
+            UPDATE {table} w SET {repeated}
+              FROM unnest(%b::bigint[], %b::int[]) AS r(id, n)
+             WHERE w.id = r.id
+            """).format(table=EVENT_REPEATED.table, repeated=EVENT_REPEATED.set),
+            [now, list(known.values()), [times[event_id] for event_id in known]],
+        )
+    new = [event_id for event_id in first if event_id not in known]
+    pk = dict(known)
+    if new:
+        ids = sorted(
+            next_id
+            for (next_id,) in execute(
+                SQL(
+                    "SELECT nextval(pg_get_serial_sequence({name}, 'id'))"
+                    " FROM generate_series(1, %b)"
+                ).format(name=Literal(WebhookEvent._meta.db_table)),
+                [len(new)],
+            )
+        )
+        pk.update(zip(new, ids, strict=True))
+        fresh = [(pk[event_id], source, first[event_id]) for event_id in new]
+        placed, transact_ids, linked = _apply_records(fresh)
+        _insert_applied(placed, source, times, now)
+        _index_and_link(placed, transact_ids, linked)
+    results = []
+    seen = set()
+    for envelope in envelopes:
+        duplicate = envelope.event_id in seen or envelope.event_id in known
+        seen.add(envelope.event_id)
+        results.append(Stored(pk[envelope.event_id], envelope.event_id, duplicate))
+    return results
+
+
+def _insert_applied(placed, source, times, now):
+    """Write the applied events (``Placed``); raise ``_Raced`` if one is stored already."""
+    envelopes = [p.envelope for p in placed]
+    rows = execute(
+        SQL("""
+        INSERT INTO {table} ({columns})
+        SELECT e.id, e.event_id, e.type, e.livemode, e.created_at, %b, %b, '',
+               e.repeats, CASE WHEN e.repeats > 0 THEN %b::timestamptz END,
+               'processed', now(), 1, '', e.dropped, e.payload::jsonb, e.partner_id,
+               e.subject_id, e.order_id, e.link_key
+        FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bool[], %b::timestamptz[],
+                    %b::int[], %b::int[], %b::text[], %b::text[], %b::text[], %b::bigint[],
+                    %b::text[])
+             AS e(id, event_id, type, livemode, created_at, repeats, dropped, payload,
+                  partner_id, subject_id, order_id, link_key)
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING id
+        """).format(table=EVENT_APPLIED.table, columns=EVENT_APPLIED.names),
+        [
+            now,
+            source,
+            now,
+            [p.pk for p in placed],
+            [e.event_id for e in envelopes],
+            [e.type for e in envelopes],
+            [e.livemode for e in envelopes],
+            [e.created_at for e in envelopes],
+            [times[e.event_id] - 1 for e in envelopes],
+            [e.dropped for e in envelopes],
+            [orjson.dumps(e.payload).decode() for e in envelopes],
+            [e.partner_id for e in envelopes],
+            [e.subject_id for e in envelopes],
+            [p.order for p in placed],
+            [p.link_key for p in placed],
+        ],
+    )
+    if len(rows) != len(placed):
+        raise _Raced
 
 
 def apply_stored(pks):
@@ -231,6 +373,14 @@ def apply(events):
     """Apply ``[(pk, source, Envelope)]`` (stored, pending), in that order."""
     if not events:
         return
+    placed, transact_ids, linked = _apply_records(events)
+    _mark_processed(placed)
+    _index_and_link(placed, transact_ids, linked)
+
+
+def _apply_records(events):
+    """Write the records ``events`` carry; return their ``Placed``, the
+    batch's trade ids and the ids of the events whose order is known."""
     batch = _gather(events)
     partner_pk = upsert_partners(batch.partners)
     pool_pk = upsert_pools(batch.pools)
@@ -242,11 +392,14 @@ def apply(events):
     _polls_are_activity(batch.polls, recorded, order_pk)
     insert_ledger(batch.ledger, partner_pk, pool_pk)
     insert_deliveries(batch.deliveries, partner_pk)
-
     placed, known = place(events, order_pk, trade_order)
-    _mark_processed(placed)
+    return placed, list(batch.trades), known
+
+
+def _index_and_link(placed, transact_ids, known):
+    """Once the events are written: the identifier index, then early arrivals."""
     index_identifiers(placed)
-    link_late_arrivals(list(batch.trades), known)
+    link_late_arrivals(transact_ids, known)
 
 
 def _polls_are_activity(polls, recorded, order_pk):

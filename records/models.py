@@ -65,7 +65,10 @@ class Pool(models.Model):
 class Order(models.Model):
     """One partner order: the subject of a timeline."""
 
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="orders")
+    # No index of its own: order_unique_partner_reference leads with it.
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
     partner_reference = models.CharField(max_length=128, db_collation=ID_COLLATION)
     livemode = models.BooleanField()
     first_seen_at = models.DateTimeField(help_text="Upstream time of the first record seen.")
@@ -344,7 +347,11 @@ class WebhookEvent(models.Model):
     # The id of the object the event is about (quote, trade, ledger entry, or
     # for a delivery attempt the event delivered).
     subject_id = models.CharField(max_length=48, db_collation=ID_COLLATION)
-    order = models.ForeignKey(Order, null=True, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: event_order_time_idx leads with it. Neither that
+    # index nor any other holds the rows without an order (see there).
+    order = models.ForeignKey(
+        Order, null=True, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     # While ``order`` is unknown: the trade or event id that will tell it.
     link_key = models.CharField(max_length=48, blank=True, db_collation=ID_COLLATION)
 
@@ -356,8 +363,16 @@ class WebhookEvent(models.Model):
                 condition=~Q(state="processed"),
                 name="event_unprocessed_idx",
             ),
-            # Timeline: WHERE order_id = %s ORDER BY created_at.
-            models.Index(fields=["order", "created_at"], name="event_order_time_idx"),
+            # Timeline: WHERE order_id = %s ORDER BY created_at. Without the
+            # rows that wait for their order: indexed, they made the planner
+            # serve the linking's "order_id IS NULL" from here, walking every
+            # dead entry a link left behind (a cost that grew with the table),
+            # rather than from event_unlinked_idx.
+            models.Index(
+                fields=["order", "created_at"],
+                condition=Q(order__isnull=False),
+                name="event_order_time_idx",
+            ),
             # A trade's events (replay latest state, last poll):
             # WHERE subject_id = %s [AND type = %s] ORDER BY created_at DESC.
             models.Index(fields=["subject_id", "created_at"], name="event_subject_time_idx"),
@@ -403,7 +418,10 @@ class StatusChange(models.Model):
         [(o.upper(), o) for o in (states.APPLIED, states.LATE, states.ILLEGAL, states.OVERRIDE)],
     )
 
-    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="status_changes")
+    # No index of its own: status_trade_time_idx leads with it.
+    trade = models.ForeignKey(
+        Trade, on_delete=models.PROTECT, related_name="status_changes", db_index=False
+    )
     from_status = models.CharField(max_length=10, blank=True)
     to_status = models.CharField(max_length=10)
     upstream_at = models.DateTimeField()
@@ -436,7 +454,8 @@ class DeliveryAttempt(models.Model):
         FAILED = "failed"
 
     event_id = models.CharField(max_length=48, db_collation=ID_COLLATION, db_index=True)
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: delivery_partner_time_idx leads with it.
+    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="+", db_index=False)
     attempt = models.PositiveIntegerField()
     response_status = models.PositiveSmallIntegerField(null=True)
     duration_ms = models.PositiveIntegerField(null=True)
@@ -533,7 +552,12 @@ class Identifier(models.Model):
     value = models.CharField(max_length=255, db_collation=ID_COLLATION)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     partner_id = models.CharField(max_length=44, db_collation=ID_COLLATION)
-    order = models.ForeignKey(Order, null=True, on_delete=models.PROTECT, related_name="+")
+    # No index of its own (nothing looks identifiers up by order); one held
+    # the waiting rows, and the planner took it for "order_id IS NULL" over
+    # identifier_unlinked_idx (see WebhookEvent.order).
+    order = models.ForeignKey(
+        Order, null=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     link_key = models.CharField(max_length=48, blank=True, db_collation=ID_COLLATION)
 
     class Meta:
