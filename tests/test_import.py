@@ -96,6 +96,19 @@ def test_the_same_event_twice_in_one_file_counts_as_a_duplicate(tmp_path):
     assert WebhookEvent.objects.get().duplicate_count == 1
 
 
+def test_an_event_again_later_in_the_same_batch_is_applied_once(tmp_path):
+    # Found by the bench's equivalence check: the copy was applied a second
+    # time and recorded as a late move of the same event.
+    reserved = envelopes.trade("reserved", event_id="evt_twiceA")
+    settled = envelopes.trade("settled", event_id="evt_twiceB", at="2026-06-28T20:20:03Z")
+
+    out = import_events(tmp_path, reserved, settled, reserved)
+
+    assert out.strip() == "imported 2, duplicates 1, rejected 0"
+    moves = StatusChange.objects.order_by("id").values_list("to_status", "outcome")
+    assert list(moves) == [("reserved", "applied"), ("settled", "applied")]
+
+
 def test_gzipped_file_imports(tmp_path):
     code, out, _ = run_import(
         tmp_path, gzip.compress(ndjson(envelopes.trade("reserved"))), name="events.ndjson.gz"
