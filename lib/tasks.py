@@ -5,6 +5,7 @@ import threading
 import time
 
 from django.db import transaction
+from kombu.exceptions import OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,17 @@ def broker_recovered():
         _broker_down_until = 0.0
 
 
+def broker_errors(connection):
+    """What a send raises when the broker is away: kombu's own error, the
+    socket's, and whatever the transport (Redis, SQLAlchemy, ...) says they are."""
+    return (
+        OperationalError,
+        OSError,
+        *connection.connection_errors,
+        *connection.channel_errors,
+    )
+
+
 def send_on_commit(task, *args):
     """Send ``task`` after the current transaction commits (at once outside one).
 
@@ -57,7 +69,14 @@ def send_on_commit(task, *args):
                 # keep trying a lost connection for its whole connect timeout.
                 producer.connection.ensure_connection(max_retries=1, interval_start=0, timeout=1)
                 task.apply_async(args, retry=False, producer=producer)
-        except Exception as exc:  # noqa: BLE001 - any failure to publish: the sweep's job
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            with task.app.connection_for_write() as connection:  # not connected: its error kinds
+                expected = broker_errors(connection)
+            if not isinstance(exc, expected):
+                # A bug (wrong arguments, a value that cannot be serialised),
+                # not the broker: said as an error, and other sends go on.
+                log.exception("sending %s%r failed: not a broker problem", task.name, args)
+                return
             _broker_failed()
             log.warning(
                 "sending %s%r failed (%s: %s); the sweep applies it. Sends paused for %g s.",

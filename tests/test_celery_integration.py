@@ -137,3 +137,16 @@ def test_with_the_broker_down_a_webhook_tries_it_once_then_not_at_all_for_a_whil
     # ...and the next requests do not try a broker known to be down.
     assert after_three == after_first
     assert WebhookEvent.objects.filter(state="pending").count() == 3
+
+
+def test_a_send_that_fails_for_a_bug_is_an_error_and_does_not_pause_other_sends(caplog):
+    # Wrong arguments are a bug, not the broker being away: other sends go on.
+    from lib.tasks import broker_known_down, send_on_commit
+
+    broker_recovered()
+    with caplog.at_level("WARNING", logger="lib.tasks"):
+        send_on_commit(tasks.process_event, 1, "one too many")
+
+    assert not broker_known_down()
+    assert [r.levelname for r in caplog.records if r.name == "lib.tasks"] == ["ERROR"]
+    assert "not a broker problem" in caplog.text
