@@ -413,6 +413,9 @@ def rotate_secret(
     _check_rate(actor)
     if overlap not in OVERLAPS:
         raise Refused(f"The old secret retires {', '.join(OVERLAPS)}.")
+    # One change of a partner's secrets at a time: two rotations at once would
+    # each miss the other's new secret, and both would sign for good.
+    _locked_profile(partner)
     now = now or timezone.now()
     retire_at = now + OVERLAPS[overlap]
     value = new_secret()
@@ -445,6 +448,7 @@ def rotate_secret(
 def retire_secret(secret, *, actor=None, actor_name="cli", reason="", now=None):
     """An older secret stops signing now. The newest one is replaced by a rotation."""
     _check_rate(actor)
+    _locked_profile(secret.partner)  # as rotate_secret: one change at a time
     now = now or timezone.now()
     active = list(SigningSecret.objects.active(now).filter(partner=secret.partner))
     if active and active[0].pk == secret.pk:

@@ -2,6 +2,7 @@
 uses), each with its audit entry in the same transaction."""
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -19,6 +20,10 @@ class Refused(Exception):
 
 
 def _other_active_admins(user):
+    """Whether an active admin besides ``user`` remains. Locks the admin group
+    first, so two admins demoting or deactivating each other at once are
+    taken one after the other, and the second sees the first's change."""
+    Group.objects.select_for_update().filter(name=ADMIN).first()
     return (
         get_user_model()
         .objects.filter(is_active=True, groups__name=ADMIN)
@@ -73,6 +78,8 @@ def deactivate(actor, user, reason):
         return False
     if user.pk == actor.pk:
         raise Refused("You cannot deactivate yourself.", status=409)
+    if role_of(user) == ADMIN and not _other_active_admins(user):
+        raise Refused("The last active admin cannot be deactivated.", status=409)
     accounts.deactivate(user)
     audit.record(
         actor=actor, action=Action.TEAM_DEACTIVATE, target=user.get_username(), reason=reason

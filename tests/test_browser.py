@@ -435,18 +435,18 @@ def test_an_admin_creates_a_partner_issues_and_rolls_a_key_rotates_a_secret_and_
 
     page.fill("#endpoint-form input[name=url]", f"{upstream.url}/partners/ptn_browser/webhooks")
     page.fill("#endpoint-form input[name=reason]", "onboarding")
+    page.fill("#endpoint-form input[name=sudo_password]", PASSWORD)
     page.click("#endpoint-form button[type=submit]")
     page.wait_for_url("**/partners/ptn_browser/")
 
+    # In sudo mode since the endpoint: no password asked again.
     page.fill("#issue-form input[name=reason]", "first key")
-    page.fill("#issue-form input[name=sudo_password]", PASSWORD)
     page.click("#issue-form button[type=submit]")
     first = page.locator("#secret-value").inner_text()
     assert first.startswith("sk_live_")
     page.click("#done")
     assert first not in page.content() and first[-4:] in page.content()
 
-    # In sudo mode now: no password asked again.
     roll = page.locator(".roll-form").first
     roll.locator("select[name=overlap]").select_option("1h")
     roll.locator("input[name=reason]").fill("yearly roll")

@@ -368,7 +368,9 @@ def test_clear_secrets_from_before_are_encrypted_by_the_migration(transactional_
 def test_the_endpoint_is_checked_for_ssrf_when_it_is_set(admin, partner, url, settings):
     settings.OPOOLS_OUTBOUND_ALLOW_PRIVATE = False
 
-    response = admin.post("/partners/ptn_globex/endpoint", {"url": url, "reason": "setup"})
+    response = admin.post(
+        "/partners/ptn_globex/endpoint", {"url": url, "reason": "setup", "sudo_password": PASSWORD}
+    )
 
     assert response.status_code == 400
     assert b"Endpoint refused" in response.content and b"user:pass" not in response.content
@@ -376,10 +378,29 @@ def test_the_endpoint_is_checked_for_ssrf_when_it_is_set(admin, partner, url, se
     assert not Entry.objects.filter(action="partner.set_endpoint").exists()
 
 
+def test_setting_the_endpoint_asks_for_the_password_again(admin, partner, upstream):
+    # Replays send the partner's events, signed, wherever the endpoint says.
+    url = f"{upstream.url}/partners/ptn_globex/webhooks"
+
+    demanded = admin.post("/partners/ptn_globex/endpoint", {"url": url, "reason": "setup"})
+
+    assert demanded.status_code == 200 and b'id="sudo"' in demanded.content
+    assert not Endpoint.objects.exists()
+    done = admin.post(
+        "/partners/ptn_globex/endpoint", {"url": url, "reason": "setup", "sudo_password": PASSWORD}
+    )
+    assert done.status_code == 302
+    assert Endpoint.objects.get(partner=partner).url == url
+
+
 def test_a_test_event_is_a_signed_ping_recorded_as_a_delivery_attempt(admin, partner, upstream):
     admin.post(
         "/partners/ptn_globex/endpoint",
-        {"url": f"{upstream.url}/partners/ptn_globex/webhooks", "reason": "setup"},
+        {
+            "url": f"{upstream.url}/partners/ptn_globex/webhooks",
+            "reason": "setup",
+            "sudo_password": PASSWORD,
+        },
     )
     value = shown_value(
         admin.post(
