@@ -46,6 +46,19 @@ def is_over(day, now=None):
 # --- closing ------------------------------------------------------------------------
 
 
+def _in_one_snapshot(fn, *args):
+    """``fn`` with its totals and its exceptions read from one snapshot
+    (REPEATABLE READ), so an import committing between its statements
+    cannot make a stored close disagree with itself. Inside a caller's
+    transaction, that transaction's reads are what they are."""
+    if connection.in_atomic_block:
+        return fn(*args)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return fn(*args)
+
+
 def close_day(day, *, by, now=None):
     """Close ``day`` (a ``date``): store its totals and exceptions as they are now.
 
@@ -63,7 +76,7 @@ def close_day(day, *, by, now=None):
     if existing:
         return existing, False
     started = clock.perf_counter()
-    computed = compute(day, now)
+    computed = _in_one_snapshot(compute, day, now)
     took = round((clock.perf_counter() - started) * 1000)
     try:
         with transaction.atomic():
