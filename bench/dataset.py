@@ -94,6 +94,22 @@ def database_url(base_url, name):
     return base_url.replace(f"/{config['NAME']}", f"/{name}", 1)
 
 
+def scratch_database(base_url, prefix):
+    """Create an empty database ``<prefix>_<pid>`` on the same server; return
+    (its URL, drop()). For the benches that measure on a database of their own."""
+    name = f"{prefix}_{os.getpid()}"
+    admin, _ = _admin(base_url)
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def drop():
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        admin.close()
+
+    return database_url(base_url, name), drop
+
+
 def dataset_name(base_url, orders, seed):
     import dj_database_url
 

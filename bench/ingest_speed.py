@@ -37,9 +37,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout, suppress
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -336,27 +333,9 @@ def say(message):
 
 
 def _scratch_database(base_url):
-    import dj_database_url
+    from bench.dataset import scratch_database
 
-    name = f"opspanel_ingest_speed_{os.getpid()}"
-    config = dj_database_url.parse(base_url)
-    admin = psycopg.connect(
-        dbname="postgres",
-        user=config["USER"] or None,
-        password=config["PASSWORD"] or None,
-        host=config["HOST"] or None,
-        port=config["PORT"] or None,
-        autocommit=True,
-    )
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-    def drop():
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        admin.close()
-
-    return base_url.replace(f"/{config['NAME']}", f"/{name}", 1), drop
+    return scratch_database(base_url, "opspanel_ingest_speed")
 
 
 def main():

@@ -46,32 +46,10 @@ OPERATIONS = ("pages", "webhook", "import", "bulk", "close", "verify")
 
 
 def _bench_database(base_url):
-    """Create a scratch database on the same server; return (its URL, drop()).
-    (bench/backlog.py's: it measures on an empty database of its own.)"""
-    import dj_database_url
-    import psycopg
-    from psycopg import sql
+    """A scratch database on the same server: (its URL, drop()). bench/backlog.py's."""
+    from bench.dataset import scratch_database
 
-    name = f"opspanel_bench_{os.getpid()}"
-    config = dj_database_url.parse(base_url)
-    admin = psycopg.connect(
-        dbname="postgres",
-        user=config["USER"] or None,
-        password=config["PASSWORD"] or None,
-        host=config["HOST"] or None,
-        port=config["PORT"] or None,
-        autocommit=True,
-    )
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = base_url.replace(f"/{config['NAME']}", f"/{name}", 1)
-
-    def drop():
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        admin.close()
-
-    return url, drop
+    return scratch_database(base_url, "opspanel_bench")
 
 
 def say(message):
