@@ -88,10 +88,11 @@ def _admin(base_url):
 
 
 def database_url(base_url, name):
-    import dj_database_url
+    """``base_url`` naming database ``name`` instead (a socket host, in the
+    query or the netloc, is kept)."""
+    from urllib.parse import urlsplit
 
-    config = dj_database_url.parse(base_url)
-    return base_url.replace(f"/{config['NAME']}", f"/{name}", 1)
+    return urlsplit(base_url)._replace(path=f"/{name}").geturl()
 
 
 def scratch_database(base_url, prefix):
