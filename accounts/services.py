@@ -1,6 +1,8 @@
-from django.contrib.auth import get_user_model
+from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.sessions.models import Session
 from django.db import transaction
+from django.utils import timezone
 
 from .roles import ROLES
 
@@ -30,8 +32,20 @@ def set_role(user, role):
     return user
 
 
+@transaction.atomic
 def deactivate(user):
-    """Signed out at the next request and refused at sign-in; the audit log keeps the name."""
+    """Signed out at the next request and refused at sign-in; the audit log keeps the name.
+
+    Their sessions are deleted too, so reactivating them later does not bring
+    back a session (or a sudo window) from before. The panel has few users
+    and their sessions expire after the idle time: reading each live one is
+    cheap."""
     user.is_active = False
     user.save(update_fields=["is_active"])
+    theirs = [
+        session.pk
+        for session in Session.objects.filter(expire_date__gt=timezone.now())
+        if session.get_decoded().get(SESSION_KEY) == str(user.pk)
+    ]
+    Session.objects.filter(pk__in=theirs).delete()
     return user

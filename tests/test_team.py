@@ -57,6 +57,12 @@ def test_a_deactivated_user_is_signed_out_at_the_next_request(admin, support_use
     admin.post(f"/team/{support_user.pk}/deactivate", {"reason": "left", "sudo_password": PASSWORD})
 
     assert client.get("/").status_code == 302
+    # Reactivated later, they sign in afresh: no session from before comes back.
+    support_user.refresh_from_db()
+    support_user.is_active = True
+    support_user.save()
+    assert client.get("/").status_code == 302
+    assert admin.get("/team/").status_code == 200  # the admin's own session is kept
 
 
 def test_team_changes_demand_the_password(admin, support_user):
