@@ -171,6 +171,14 @@ def update_partner(
         changes.append(f"tier {profile.tier} → {tier}")
         profile.tier = tier
     if verified != profile.verified:
+        live_keys = ApiKey.objects.filter(partner=partner, mode=Mode.LIVE).usable()
+        if not verified and live_keys.exists():
+            # Live keys are issued to verified partners only; unverifying must
+            # not leave them working, nor cut a partner off as a side effect.
+            raise Refused(
+                "Its live keys are in use: revoke them (or suspend the partner) "
+                "before it is no longer verified."
+            )
         changes.append("verified" if verified else "no longer verified")
         profile.verified = verified
     if not changes:

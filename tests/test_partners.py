@@ -585,3 +585,15 @@ def test_a_new_encryption_key_first_then_reencrypt_and_the_old_key_can_go(partne
 
     assert "re-encrypted 1 signing secrets" in out.getvalue()
     assert SigningSecret.objects.get().secret == value
+
+
+def test_a_partner_with_live_keys_in_use_is_not_unverified_behind_their_back(client, partner):
+    issued = services.issue_key(partner, reason="t")
+
+    with pytest.raises(services.Refused, match="live keys are in use"):
+        services.update_partner(
+            partner, name=partner.name, tier="standard", verified=False, reason="audit"
+        )
+
+    assert services.profile_of(Partner.objects.get(pk=partner.pk)).verified
+    assert verify(client, issued.value).status_code == 200
