@@ -8,6 +8,7 @@ which.
 """
 
 import hmac
+import logging
 
 import orjson
 from csp.decorators import csp_exempt
@@ -21,6 +22,8 @@ from django.views.decorators.http import require_POST
 from . import services
 
 MAX_BODY = 1024
+
+log = logging.getLogger(__name__)
 
 
 def _json(payload, status=200, **headers):
@@ -57,6 +60,11 @@ def _refused(code, message):
 @require_POST
 def verify_key(request):
     if not _machine(request):
+        # Someone without the network's token is knocking: said, never the token.
+        log.warning(
+            "key verification refused: no valid machine token (from %s)",
+            request.META.get("REMOTE_ADDR", "?"),
+        )
         return _refused("unauthorized", "A valid machine bearer token is required.")
     length = request.headers.get("Content-Length") or "0"
     if not length.isdigit() or int(length) > MAX_BODY:

@@ -129,11 +129,14 @@ def test_a_suspended_partner_s_key_answers_suspended_with_nothing_to_quote(clien
     assert (body["status"], body["entitlements"]) == ("suspended", [])
 
 
-def test_verify_refuses_a_user_session_and_a_wrong_machine_token(admin, partner, settings):
+def test_verify_refuses_a_user_session_and_a_wrong_machine_token(admin, partner, settings, caplog):
     value = services.issue_key(partner, reason="t").value
 
     assert verify(admin, value, token=None).status_code == 401  # the admin's session
-    assert verify(admin, value, token=TOKEN[:-1] + "x").status_code == 401
+    wrong = TOKEN[:-1] + "x"
+    with caplog.at_level("WARNING", logger="partners.machine"):
+        assert verify(admin, value, token=wrong).status_code == 401
+    assert "no valid machine token" in caplog.text and wrong not in caplog.text
     assert verify(admin, value, token=TOKEN + "x").status_code == 401
     settings.OPSPANEL_VERIFY_TOKENS = []
     assert verify(admin, value).status_code == 401
