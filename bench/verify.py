@@ -165,7 +165,7 @@ def bench_verify(url, total, concurrency):
 
     import orjson
 
-    from partners import services
+    from partners import apikeys, services
 
     token = secrets.token_urlsafe(32)
     partners = [
@@ -175,7 +175,7 @@ def bench_verify(url, total, concurrency):
     for partner in partners:
         services.set_entitlement(partner, "EUR-USDT", "buy", max_per_quote="5000", reason="bench")
         services.set_entitlement(partner, "EUR-USDT", "sell", reason="bench")
-    values = [services.issue_key(p, actor_name="bench").value for p in partners for _ in range(10)]
+    values = [apikeys.issue_key(p, actor_name="bench").value for p in partners for _ in range(10)]
     port = _free_port()
     server = _gunicorn(url, port, OPSPANEL_VERIFY_TOKENS=token)
     headers = (f"Authorization: Bearer {token}", "Content-Type: application/json")

@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import services
+from . import apikeys
 
 MAX_BODY = 1024
 
@@ -75,7 +75,7 @@ def verify_key(request):
         return _json(
             {"error": {"code": "bad_request", "message": 'Send {"key": "sk_…"} as JSON.'}}, 400
         )
-    answer = services.verify_key(key)
+    answer = apikeys.verify_key(key)
     if answer is None:
         return _refused("key_refused", "This key is not valid.")
     return _json(answer)

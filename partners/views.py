@@ -20,7 +20,7 @@ from audit.models import Entry
 from lib.errors import found_or_404
 from records.models import Order, Partner
 
-from . import forms, services
+from . import apikeys, forms, services
 from .models import ApiKey, Endpoint, Entitlement, Profile, SigningSecret
 
 
@@ -296,7 +296,7 @@ def issue_key(request, partner_id):
     if not form.is_valid():
         return _invalid(request, partner, form)
     try:
-        issued = services.issue_key(
+        issued = apikeys.issue_key(
             partner,
             actor=request.user,
             reason=form.cleaned_data["reason"],
@@ -328,7 +328,7 @@ def roll_key(request, partner_id, pk):
         return _invalid(request, partner, form)
     overlap = form.cleaned_data["overlap"]
     try:
-        issued = services.roll_key(
+        issued = apikeys.roll_key(
             key,
             overlap,
             actor=request.user,
@@ -354,7 +354,7 @@ def revoke_key(request, partner_id, pk):
     if not form.is_valid():
         return _invalid(request, partner, form)
     try:
-        revoked = services.revoke_key(key, actor=request.user, reason=form.cleaned_data["reason"])
+        revoked = apikeys.revoke_key(key, actor=request.user, reason=form.cleaned_data["reason"])
     except services.Refused as refused:
         return _refused(request, partner, refused)
     if revoked:

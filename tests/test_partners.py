@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import Entry
-from partners import keys, services
+from partners import apikeys, keys, services
 from partners.models import ApiKey, Endpoint, Entitlement, SigningSecret
 from records.models import DeliveryAttempt, Partner
 from tests.conftest import PASSWORD
@@ -88,7 +88,7 @@ def test_a_key_carries_its_environment_a_random_body_and_a_checksum():
 
 
 def test_a_typo_or_a_truncated_paste_is_refused_before_any_lookup(client, partner):
-    value = services.issue_key(partner, reason="t").value
+    value = apikeys.issue_key(partner, reason="t").value
     typo = value[:20] + ("A" if value[20] != "A" else "B") + value[21:]
     swapped = value.replace("sk_live_", "sk_test_")
 
@@ -104,7 +104,7 @@ def test_a_typo_or_a_truncated_paste_is_refused_before_any_lookup(client, partne
 
 
 def test_verify_answers_the_partner_environment_status_and_entitlements(client, partner):
-    value = services.issue_key(partner, reason="t").value
+    value = apikeys.issue_key(partner, reason="t").value
 
     response = verify(client, value)
 
@@ -121,7 +121,7 @@ def test_verify_answers_the_partner_environment_status_and_entitlements(client, 
 
 
 def test_a_suspended_partner_s_key_answers_suspended_with_nothing_to_quote(client, partner):
-    value = services.issue_key(partner, reason="t").value
+    value = apikeys.issue_key(partner, reason="t").value
     services.set_status(partner, "suspended", reason="fraud review")
 
     body = verify(client, value).json()
@@ -130,7 +130,7 @@ def test_a_suspended_partner_s_key_answers_suspended_with_nothing_to_quote(clien
 
 
 def test_verify_refuses_a_user_session_and_a_wrong_machine_token(admin, partner, settings, caplog):
-    value = services.issue_key(partner, reason="t").value
+    value = apikeys.issue_key(partner, reason="t").value
 
     assert verify(admin, value, token=None).status_code == 401  # the admin's session
     wrong = TOKEN[:-1] + "x"
@@ -147,10 +147,10 @@ def test_verify_refuses_a_user_session_and_a_wrong_machine_token(admin, partner,
 
 
 def test_a_refusal_never_says_whether_the_key_exists_expired_or_was_revoked(client, partner):
-    revoked = services.issue_key(partner, reason="t")
-    services.revoke_key(revoked.key, reason="leak")
-    expired = services.issue_key(partner, reason="t")
-    services.roll_key(expired.key, "now", reason="t")
+    revoked = apikeys.issue_key(partner, reason="t")
+    apikeys.revoke_key(revoked.key, reason="leak")
+    expired = apikeys.issue_key(partner, reason="t")
+    apikeys.roll_key(expired.key, "now", reason="t")
     unknown = keys.generate("live")
 
     answers = {verify(client, k).content for k in (revoked.value, expired.value, unknown)}
@@ -160,10 +160,10 @@ def test_a_refusal_never_says_whether_the_key_exists_expired_or_was_revoked(clie
 
 
 def test_a_rolled_key_works_until_its_expiry_and_not_a_moment_after(client, partner):
-    old = services.issue_key(partner, reason="t")
+    old = apikeys.issue_key(partner, reason="t")
     start = timezone.now()
     with time_machine.travel(start, tick=False):
-        new = services.roll_key(old.key, "1h", reason="rotation")
+        new = apikeys.roll_key(old.key, "1h", reason="rotation")
     expires = start + timedelta(hours=1)
 
     with time_machine.travel(expires - timedelta(microseconds=1), tick=False):
@@ -176,16 +176,16 @@ def test_a_rolled_key_works_until_its_expiry_and_not_a_moment_after(client, part
 
 
 def test_revoke_refuses_the_key_at_once(client, partner):
-    issued = services.issue_key(partner, reason="t")
+    issued = apikeys.issue_key(partner, reason="t")
     assert verify(client, issued.value).status_code == 200
 
-    services.revoke_key(issued.key, reason="leaked in a ticket")
+    apikeys.revoke_key(issued.key, reason="leaked in a ticket")
 
     assert verify(client, issued.value).status_code == 401
 
 
 def test_last_used_is_written_at_most_once_a_minute(client, partner):
-    issued = services.issue_key(partner, reason="t")
+    issued = apikeys.issue_key(partner, reason="t")
     start = timezone.now()
 
     with time_machine.travel(start, tick=False):
@@ -276,7 +276,7 @@ def test_test_keys_only_for_test_partners_and_live_only_once_verified(admin):
 def test_rolling_from_the_page_shows_the_new_key_once_and_keeps_the_old_one_until_chosen(
     admin, partner, client
 ):
-    old = services.issue_key(partner, reason="t")
+    old = apikeys.issue_key(partner, reason="t")
     admin.post(
         "/partners/ptn_globex/keys", {"reason": "x", "nonce": "z", "sudo_password": PASSWORD}
     )
@@ -472,7 +472,7 @@ def test_the_command_lists_shows_and_creates_through_the_same_services(partner):
     call_command(
         "partners", "create", "ptn_hooli", "--mode", "test", "--reason", "pilot", stdout=out
     )
-    services.issue_key(partner, reason="t")
+    apikeys.issue_key(partner, reason="t")
     call_command("partners", "list", stdout=out)
     call_command("partners", "show", "ptn_globex", stdout=out)
 
@@ -501,7 +501,7 @@ def test_everyone_but_an_admin_gets_403_on_every_partner_and_team_page_and_post(
     client, partner, role
 ):
     client.force_login(UserFactory(role=role))
-    services.issue_key(partner, reason="t")
+    apikeys.issue_key(partner, reason="t")
     services.rotate_secret(partner, reason="t")
     key, secret = ApiKey.objects.get(), SigningSecret.objects.get()
 
@@ -528,11 +528,11 @@ def test_the_partner_list_reads_in_the_same_queries_for_three_partners_or_six(
     admin, partner, django_assert_max_num_queries
 ):
     for n in range(2):
-        services.issue_key(services.create_partner(f"ptn_few_{n}", "", "test", reason="t"))
+        apikeys.issue_key(services.create_partner(f"ptn_few_{n}", "", "test", reason="t"))
     with CaptureQueriesContext(connection) as few:
         assert admin.get("/partners/").status_code == 200
     for n in range(3):
-        services.issue_key(services.create_partner(f"ptn_more_{n}", "", "test", reason="t"))
+        apikeys.issue_key(services.create_partner(f"ptn_more_{n}", "", "test", reason="t"))
     Partner.objects.create(partner_id="ptn_from_0pools")  # no profile yet: defaults
 
     with django_assert_max_num_queries(len(few)):
@@ -591,7 +591,7 @@ def test_a_new_encryption_key_first_then_reencrypt_and_the_old_key_can_go(partne
 
 
 def test_a_partner_with_live_keys_in_use_is_not_unverified_behind_their_back(client, partner):
-    issued = services.issue_key(partner, reason="t")
+    issued = apikeys.issue_key(partner, reason="t")
 
     with pytest.raises(services.Refused, match="live keys are in use"):
         services.update_partner(

@@ -52,8 +52,8 @@ from psycopg.types.json import Jsonb
 from actions.models import Run
 from audit.models import Entry
 from ingest.contract import EVENT_OBJECTS
+from partners.apikeys import issue_key
 from partners.services import (
-    issue_key,
     profile_of,
     rotate_secret,
     send_test_event,
