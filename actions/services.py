@@ -13,7 +13,6 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 
 import orjson
 from django.conf import settings
@@ -27,6 +26,7 @@ from audit.models import Entry
 from ingest import pipeline
 from ingest.contract import ContractError, parse_envelope
 from lib.formats import rfc3339
+from lib.limits import a_minute_ago, over_the_limit
 from outbound.guard import guarded_client
 from outbound.signing import deliver
 from partners.models import SigningSecret
@@ -116,16 +116,9 @@ def request_run(
         raise Refused(
             "This changed since the page was drawn; nothing was done. Look again and confirm anew."
         )
-    since = timezone.now() - timedelta(minutes=1)
-    if (
-        Run.objects.filter(user=user, created_at__gte=since).count()
-        >= settings.OPSPANEL_ACTIONS_PER_MINUTE
-    ):
-        raise Refused(
-            f"Rate limit: at most {settings.OPSPANEL_ACTIONS_PER_MINUTE} actions a minute. "
-            "Nothing was done; try again in a minute.",
-            status=429,
-        )
+    limited = over_the_limit(Run.objects.filter(user=user, created_at__gte=a_minute_ago()))
+    if limited:
+        raise Refused(limited, status=429)
     try:
         with transaction.atomic():
             run = Run.objects.create(

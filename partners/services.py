@@ -22,6 +22,7 @@ from accounts.permissions import Action
 from audit import log as audit
 from audit.models import Entry
 from lib.formats import rfc3339, utc_text
+from lib.limits import a_minute_ago, over_the_limit
 from outbound.guard import ForbiddenTarget, check_url, guarded_client
 from outbound.signing import deliver
 from records.models import DeliveryAttempt, Order, Partner
@@ -76,16 +77,12 @@ def _check_rate(actor):
     """Per-user limit on partner and team changes, counted from the audit log."""
     if actor is None:
         return
-    since = timezone.now() - timedelta(minutes=1)
-    recent = Entry.objects.filter(actor=actor, at__gte=since).filter(
+    recent = Entry.objects.filter(actor=actor, at__gte=a_minute_ago()).filter(
         Q(action__startswith="partner.") | Q(action__startswith="team.")
     )
-    if recent.count() >= settings.OPSPANEL_ACTIONS_PER_MINUTE:
-        raise Refused(
-            f"Rate limit: at most {settings.OPSPANEL_ACTIONS_PER_MINUTE} changes a minute. "
-            "Nothing was done; try again in a minute.",
-            status=429,
-        )
+    limited = over_the_limit(recent, "changes")
+    if limited:
+        raise Refused(limited, status=429)
 
 
 # --- the partner and its standing ---------------------------------------------

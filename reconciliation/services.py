@@ -23,6 +23,7 @@ from accounts.permissions import Action
 from actions.services import Refused
 from audit import log as audit
 from audit.models import Entry
+from lib.limits import a_minute_ago, over_the_limit
 from records.models import Order, order_url
 
 from . import kinds
@@ -368,16 +369,9 @@ def work(user, day, kind, subject, *, outcome, reason, key, drawn, now=None):
     item = find_item(report, kind, subject)
     if item is None:
         raise Refused(f"{day.isoformat()} has no such exception ({kind} {subject}).", 404)
-    since = timezone.now() - timedelta(minutes=1)
-    if (
-        Entry.objects.filter(actor=user, at__gte=since).count()
-        >= settings.OPSPANEL_ACTIONS_PER_MINUTE
-    ):
-        raise Refused(
-            f"Rate limit: at most {settings.OPSPANEL_ACTIONS_PER_MINUTE} actions a minute. "
-            "Nothing was done; try again in a minute.",
-            status=429,
-        )
+    limited = over_the_limit(Entry.objects.filter(actor=user, at__gte=a_minute_ago()))
+    if limited:
+        raise Refused(limited, status=429)
     order = _order_of(item)
     detail = f"{day.isoformat()} close, {item.title.lower()}: {item.line}"
     refused = None
