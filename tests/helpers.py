@@ -8,8 +8,19 @@ import httpx
 import orjson
 from django.conf import settings
 from django.core.management import call_command
+from django.urls import URLPattern, URLResolver, get_resolver
 
 _keys = itertools.count(1)
+
+
+def url_patterns(patterns=None, namespace=""):
+    """(namespaced name, URLPattern) of every route in the URLconf."""
+    for entry in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(entry, URLResolver):
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from url_patterns(entry.url_patterns, inner)
+        elif isinstance(entry, URLPattern):
+            yield f"{namespace}{entry.name}", entry
 
 
 def ndjson(*envelopes):

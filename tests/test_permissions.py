@@ -1,10 +1,11 @@
 """The permission matrix guards every page, reads included: one rule per view."""
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.urls import resolve
 
 from accounts.permissions import MATRIX, MAY_NOT, Action, Read
 from tests.factories import UserFactory
+from tests.helpers import url_patterns
 
 pytestmark = pytest.mark.django_db
 
@@ -14,13 +15,10 @@ PUBLIC = {"login", "webhook", "healthz", "keys_verify"}
 SIGNED_IN = {"logout"}
 
 
-def routes(patterns=None, namespace=""):
-    for entry in get_resolver().url_patterns if patterns is None else patterns:
-        if isinstance(entry, URLResolver):
-            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
-            yield from routes(entry.url_patterns, inner)
-        elif isinstance(entry, URLPattern):
-            yield f"{namespace}{entry.name}", entry.callback
+def routes():
+    """(name, view) of every route."""
+    for name, pattern in url_patterns():
+        yield name, pattern.callback
 
 
 def test_every_view_names_one_rule_of_the_matrix_or_is_public():

@@ -45,7 +45,7 @@ from django.core import serializers
 from django.core.management import call_command
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest
-from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
+from django.urls import get_resolver, resolve, reverse
 from django.urls import path as route_to
 from psycopg.types.json import Jsonb
 
@@ -66,7 +66,7 @@ from sandbox.network import generate
 from tests import envelopes
 from tests.conftest import OLD_SECRET, sign
 from tests.factories import UserFactory
-from tests.helpers import subprocess_database_url, wait_for
+from tests.helpers import subprocess_database_url, url_patterns, wait_for
 
 # Unique to this run: a value left over from an earlier run, or written into a
 # test, cannot pass for it. MARK is forbidden everywhere; CANARY rides in a
@@ -397,14 +397,10 @@ def dump_database():
 # --- the routes ------------------------------------------------------------------------
 
 
-def routes(patterns=None, namespace=""):
+def routes():
     """(name, path parameters) of every route in the URLconf."""
-    for entry in get_resolver().url_patterns if patterns is None else patterns:
-        if isinstance(entry, URLResolver):
-            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
-            yield from routes(entry.url_patterns, inner)
-        elif isinstance(entry, URLPattern):
-            yield f"{namespace}{entry.name}", tuple(entry.pattern.converters)
+    for name, pattern in url_patterns():
+        yield name, tuple(pattern.pattern.converters)
 
 
 VISITORS = ("anonymous", "support", "operations", "admin")
