@@ -16,10 +16,7 @@ def create_user(username, password, role):
     user.set_password(password)
     user.is_active = True
     user.save()
-    # get_or_create: the data migration makes the groups, but a test database
-    # flushed between transactional tests no longer has them.
-    user.groups.set([Group.objects.get_or_create(name=role)[0]])
-    return user
+    return set_role(user, role)
 
 
 @transaction.atomic
@@ -27,6 +24,8 @@ def set_role(user, role):
     """Give ``user`` exactly ``role`` instead of the one it holds."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    # get_or_create: the data migration makes the groups, but a test database
+    # flushed between transactional tests no longer has them.
     user.groups.set([Group.objects.get_or_create(name=role)[0]])
     user.__dict__.pop("_opspanel_role", None)
     return user

@@ -8,7 +8,7 @@ from functools import cached_property
 import orjson
 
 from lib.formats import rfc3339_or_none
-from records.models import DeliveryAttempt, WebhookEvent, order_url
+from records.models import DeliveryAttempt, WebhookEvent
 
 # How each source vouches for an event (the contract: a webhook is signed, an
 # import skips the check, a status read is the panel's own authenticated GET).
@@ -53,7 +53,7 @@ class EventFacts:
     @property
     def timeline(self):
         order = self.event.order
-        return order and order_url(order.partner.partner_id, order.partner_reference)
+        return order and order.get_absolute_url()
 
     @property
     def delivered_event_id(self):

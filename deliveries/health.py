@@ -29,7 +29,7 @@ from django.db.models.functions import Extract, Floor
 from django.urls import reverse
 
 from partners.services import host_of
-from records.models import DeliveryAttempt, Partner, WebhookEvent, order_url
+from records.models import DeliveryAttempt, Partner, WebhookEvent
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -258,5 +258,5 @@ def link_events(rows):
 
 def event_link(event_id, event):
     if event is not None and event.order is not None:
-        return order_url(event.order.partner.partner_id, event.order.partner_reference)
+        return event.order.get_absolute_url()
     return reverse("lookup:id", args=[event_id])

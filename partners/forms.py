@@ -1,5 +1,6 @@
 from django import forms
 
+from . import services
 from .models import Entitlement, Mode, Profile
 from .services import OVERLAPS
 
@@ -23,7 +24,7 @@ class ReasonForm(forms.Form):
 
 class PartnerForm(forms.Form):
     partner_id = forms.RegexField(
-        regex=r"^ptn_[a-z0-9_]{1,40}$",
+        regex=services.PARTNER_ID,
         label="Partner id",
         error_messages={"invalid": "ptn_ and 1-40 of a-z, 0-9 and _."},
     )
@@ -46,7 +47,7 @@ class StatusForm(ReasonForm):
 
 class EntitlementForm(ReasonForm):
     pool_id = forms.RegexField(
-        regex=r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$",
+        regex=services.POOL_ID,
         label="Pool",
         error_messages={"invalid": "A pool id looks like EUR-USDT."},
     )

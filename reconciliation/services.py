@@ -23,6 +23,7 @@ from accounts.permissions import Action
 from actions.services import Refused
 from audit import log as audit
 from audit.models import Entry
+from lib.formats import utc_text
 from lib.limits import a_minute_ago, over_the_limit
 from records.models import Order, order_url
 
@@ -187,7 +188,7 @@ class Arrival:
 
     @property
     def label(self):
-        return f"{self.what} received {self.received_at:%Y-%m-%d %H:%M:%S} UTC"
+        return f"{self.what} received {utc_text(self.received_at)}"
 
 
 @dataclass
@@ -379,7 +380,7 @@ def work(user, day, kind, subject, *, outcome, reason, key, drawn, now=None):
         who = item.resolution
         refused = (
             f"{who.user.get_username()} already {who.state} this exception at "
-            f"{who.at:%Y-%m-%d %H:%M:%S} UTC; nothing was done."
+            f"{utc_text(who.at)}; nothing was done."
         )
     elif drawn != item.version:
         refused = (

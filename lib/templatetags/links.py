@@ -1,7 +1,6 @@
 """``{% load links %}``: links to a record's own page from an id of unknown kind."""
 
 from django import template
-from django.urls import reverse
 
 from records import ids
 from records.links import link
@@ -14,7 +13,7 @@ def event_url(value):
     """The event page of ``value`` when it is an event id, else "" (an audit
     target or a run's target may be a trade, a pool or a set)."""
     if isinstance(value, str) and ids.PATTERNS["event"].fullmatch(value):
-        return reverse("browse:event", args=[value])
+        return link("browse:event", value)
     return ""
 
 

@@ -4,6 +4,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
+from lib.formats import utc_text
 from reconciliation import services
 
 
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         except services.NotOver as exc:
             raise CommandError(str(exc)) from None
         count = close.exceptions.count()
-        when = f"{close.closed_at:%Y-%m-%d %H:%M:%S} UTC"
+        when = utc_text(close.closed_at)
         if created:
             self.stdout.write(
                 self.style.SUCCESS(f"Closed {day}: {count} exception{'s' if count != 1 else ''}")
