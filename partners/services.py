@@ -108,9 +108,14 @@ def profile_of(partner):
 
 
 def _locked_profile(partner):
-    profile = Profile.objects.select_for_update().filter(partner=partner).first()
+    """The partner's profile, locked for this transaction: every change of a
+    partner's keys, secrets or standing is taken one at a time. The partner
+    row is the lock (it always exists; the profile may not yet, and two
+    first changes would both try to create it)."""
+    locked = Partner.objects.select_for_update().get(pk=partner.pk)
+    profile = Profile.objects.filter(partner=partner).first()
     if profile is None:
-        profile = profile_of(Partner.objects.get(pk=partner.pk))
+        profile = profile_of(locked)
         profile.save()
     return profile
 
