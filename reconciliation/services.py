@@ -348,8 +348,11 @@ def _order_of(item):
     return Order.objects.filter(partner__partner_id=partner, partner_reference=reference).first()
 
 
-def work(user, day, kind, subject, *, outcome, reason, key, drawn, now=None):
+def work(user, day, kind, subject, *, outcome, reason, key, drawn, report=None, now=None):
     """Resolve or ignore one exception of ``day``; see the module docstring.
+
+    ``report`` is the day as the caller just computed it (``day_report``);
+    without one it is computed here.
 
     The same ``key`` again finds the resolution it made (nothing new is
     written). Refusals (changed since drawn, already worked by someone
@@ -366,13 +369,15 @@ def work(user, day, kind, subject, *, outcome, reason, key, drawn, now=None):
         ):
             raise Refused("This form was already used for something else; reload the page.")
         return Worked(existing, repeated=True)
-    report = day_report(day, now)
-    item = find_item(report, kind, subject)
-    if item is None:
-        raise Refused(f"{day.isoformat()} has no such exception ({kind} {subject}).", 404)
+    # The limit before the day is computed: a refused flood does not pay for it.
     limited = over_the_limit(Entry.objects.filter(actor=user, at__gte=a_minute_ago()))
     if limited:
         raise Refused(limited, status=429)
+    if report is None:
+        report = day_report(day, now)
+    item = find_item(report, kind, subject)
+    if item is None:
+        raise Refused(f"{day.isoformat()} has no such exception ({kind} {subject}).", 404)
     order = _order_of(item)
     detail = f"{day.isoformat()} close, {item.title.lower()}: {item.line}"
     refused = None

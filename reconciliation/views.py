@@ -239,6 +239,7 @@ def work(request, day, kind, subject):
                     reason=data["reason"],
                     key=data["key"],
                     drawn=data["drawn"],
+                    report=report,  # computed above for this request: not twice
                 )
             except Refused as refused:
                 messages.error(request, str(refused))
