@@ -13,12 +13,11 @@ pool takes no option for it, so its class constants are set: a try every
 ``RECONNECT_SECONDS`` (with the pool's own jitter) for as long as it lasts.
 """
 
-import threading
-import time
-
 import psycopg
 from django.db import connection
 from django.db import utils as db_utils
+
+from .cooldown import Cooldown
 
 RECONNECT_SECONDS = 0.5
 RETRY_AFTER_SECONDS = 2
@@ -28,8 +27,7 @@ RETRY_AFTER_SECONDS = 2
 # each, and queue behind one another. One request then tries for real.
 AWAY_SECONDS = 3.0
 
-_lock = threading.Lock()
-_away_until = 0.0
+_away = Cooldown(AWAY_SECONDS)
 
 # SQLSTATEs of a server going away or not taking connections yet:
 # admin_shutdown, crash_shutdown, cannot_connect_now.
@@ -71,23 +69,19 @@ def shorten_reconnect_backoff():
 
 def mark_away():
     """A request just found the database unreachable."""
-    global _away_until  # noqa: PLW0603 - one flag per process, by design
-    with _lock:
-        _away_until = time.monotonic() + AWAY_SECONDS
+    _away.trip()
 
 
 def forget_away():
     """Tests: the next request tries the database for real."""
-    global _away_until  # noqa: PLW0603
-    with _lock:
-        _away_until = 0.0
+    _away.clear()
 
 
 def known_away():
     """True while the database was found away moments ago and the pool has not
     got a connection since (its reconnect tries run every RECONNECT_SECONDS,
     so this ends within that much of the server's return)."""
-    if time.monotonic() >= _away_until:
+    if not _away.active():
         return False
     pool = connection.pool if connection.settings_dict["OPTIONS"].get("pool") else None
     if pool is None or pool.closed:

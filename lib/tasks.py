@@ -1,11 +1,11 @@
 """Sending Celery tasks from the request or a service's caller."""
 
 import logging
-import threading
-import time
 
 from django.db import transaction
 from kombu.exceptions import OperationalError
+
+from .cooldown import Cooldown
 
 log = logging.getLogger(__name__)
 
@@ -14,25 +14,16 @@ log = logging.getLogger(__name__)
 # client's connection retries (~0.3-0.9 s) only to fail again (issue 15, item 4).
 BROKER_PAUSE_SECONDS = 5.0
 
-_lock = threading.Lock()
-_broker_down_until = 0.0
+_broker_away = Cooldown(BROKER_PAUSE_SECONDS)
 
 
 def broker_known_down():
-    return time.monotonic() < _broker_down_until
-
-
-def _broker_failed():
-    global _broker_down_until  # noqa: PLW0603 - one flag per process, by design
-    with _lock:
-        _broker_down_until = time.monotonic() + BROKER_PAUSE_SECONDS
+    return _broker_away.active()
 
 
 def broker_recovered():
     """Forget a failure (tests; a send that works clears nothing else)."""
-    global _broker_down_until  # noqa: PLW0603
-    with _lock:
-        _broker_down_until = 0.0
+    _broker_away.clear()
 
 
 def broker_errors(connection):
@@ -77,7 +68,7 @@ def send_on_commit(task, *args):
                 # not the broker: said as an error, and other sends go on.
                 log.exception("sending %s%r failed: not a broker problem", task.name, args)
                 return
-            _broker_failed()
+            _broker_away.trip()
             log.warning(
                 "sending %s%r failed (%s: %s); the sweep applies it. Sends paused for %g s.",
                 task.name,
