@@ -28,7 +28,6 @@ import argparse
 import io
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -172,12 +171,6 @@ def measure_import(path, step=None):
     }
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _percentile(ordered, q):
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
@@ -220,7 +213,9 @@ def measure_webhook(url, requests, concurrency=8, gunicorn_args=()):
     from tests import envelopes
 
     secret = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
-    port = _free_port()
+    from bench.net import free_port
+
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": url,

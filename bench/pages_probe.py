@@ -22,10 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def _percentiles(samples):
-    ordered = sorted(samples)
-    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+from bench.report import percentiles  # noqa: E402
 
 
 def timed(client, urls):
@@ -136,8 +133,8 @@ def main():
     # Python's process time beside the wall clock: the machine is shared, and
     # CPU time does not count waiting for a core (nor PostgreSQL's own work).
     base, base_cpu, _ = timed(client, ["/accounts/login/"] * args.samples)
-    b50, b99 = _percentiles(base)
-    c50, _ = _percentiles(base_cpu)
+    b50, b99 = percentiles(base)
+    c50, _ = percentiles(base_cpu)
     print(
         f"{'baseline: sign-in page':<24} p50 {b50 * 1000:6.2f} ms  p99 {b99 * 1000:6.2f} ms"
         f"  cpu p50 {c50 * 1000:6.2f} ms"
@@ -146,8 +143,8 @@ def main():
         if args.only and args.only not in label:
             continue
         times, cpu, queries = timed(client, page)
-        p50, p99 = _percentiles(times)
-        cpu50, _ = _percentiles(cpu)
+        p50, p99 = percentiles(times)
+        cpu50, _ = percentiles(cpu)
         print(
             f"{label:<24} p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms"
             f"  cpu p50 {cpu50 * 1000:6.2f} ms"

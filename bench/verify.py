@@ -24,15 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.net import free_port  # noqa: E402
 from bench.report import Row  # noqa: E402
-
-
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _gunicorn(url, port, **env):
@@ -176,7 +169,7 @@ def bench_verify(url, total, concurrency):
         services.set_entitlement(partner, "EUR-USDT", "buy", max_per_quote="5000", reason="bench")
         services.set_entitlement(partner, "EUR-USDT", "sell", reason="bench")
     values = [apikeys.issue_key(p, actor_name="bench").value for p in partners for _ in range(10)]
-    port = _free_port()
+    port = free_port()
     server = _gunicorn(url, port, OPSPANEL_VERIFY_TOKENS=token)
     headers = (f"Authorization: Bearer {token}", "Content-Type: application/json")
     verifications = [

@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 from django.db import connection, transaction
 
+from .net import free_port
 from .report import Row, latency, ms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,14 +280,6 @@ def _gunicorn(url, secret, port):
     )  # fmt: skip
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
     """S4 (new events POSTed to gunicorn) and S1 over HTTP, on 2 workers."""
     import httpx
@@ -303,7 +296,7 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
     marks = _high_water()
     client_django, _ = signed_in_client()
     session = client_django.cookies[settings.SESSION_COOKIE_NAME].value
-    port = _free_port()
+    port = free_port()
     server = _gunicorn(url, secret, port)
     base = f"http://127.0.0.1:{port}"
     run_tag = secrets.token_hex(3)
