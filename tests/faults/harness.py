@@ -28,13 +28,13 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import orjson
 import psycopg
-from standardwebhooks.webhooks import Webhook
+
+from tests.conftest import sign
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
@@ -402,14 +402,9 @@ class Panel:
 
 
 def signed(envelope):
+    """The body and headers of a try, signed afresh (each retry is signed anew)."""
     body = orjson.dumps(envelope)
-    now = datetime.now(UTC)
-    return body, {
-        "content-type": "application/json",
-        "webhook-id": envelope["id"],
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(SECRET).sign(envelope["id"], now, body.decode()),
-    }
+    return body, {"content-type": "application/json", **sign(body, secret=SECRET)}
 
 
 @dataclass
