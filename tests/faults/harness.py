@@ -290,6 +290,7 @@ class Panel:
         self.web_workers = web_workers
         self.web = self.worker = self.beat = None
         self.replaced = []  # processes killed and started anew, closed at the end
+        self.restarts = {}  # name -> times ``supervise`` started it again
         self.start_web()
         self.start_worker()
         self.start_beat()
@@ -360,6 +361,16 @@ class Panel:
             self.env,
             self.logdir,
         )
+
+    def supervise(self):
+        """Start again a worker or beat that exited, as the supervisor production
+        runs them under does (systemd ``Restart=always``); counted in
+        ``restarts``. Celery's worker has been seen to exit inside kombu's Redis
+        transport when the broker went away mid-ack."""
+        for name, start in (("worker", self.start_worker), ("beat", self.start_beat)):
+            if not getattr(self, name).alive():
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                start()
 
     def healthy(self):
         return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
@@ -523,12 +534,15 @@ def tables():
     }
 
 
-def wait_applied(pg, database, event_ids, timeout=120):
-    """Until every stored event of ``event_ids`` is processed (bounded)."""
+def wait_applied(pg, database, event_ids, timeout=120, panel=None):
+    """Until every stored event of ``event_ids`` is processed (bounded); with a
+    ``panel``, its task processes are supervised meanwhile."""
     t = tables()
     ids = list(event_ids)
 
     def done():
+        if panel is not None:
+            panel.supervise()
         with pg.connect(database) as conn:
             left = conn.execute(
                 f"SELECT count(*) FROM {t['event']} WHERE event_id = ANY(%s)"  # noqa: S608

@@ -35,13 +35,14 @@ def assert_promise(result):
     assert result["acknowledged"] == result["sent"], result
 
 
-def settle(pg, database, burst, thread, timeout=240):
-    """Wait for the senders, then for every acknowledged event to be applied;
-    what is still not applied after the bound shows in the figures."""
+def settle(pg, database, burst, thread, panel, timeout=240):
+    """Wait for the senders, then for every acknowledged event to be applied
+    (the panel's task processes supervised); what is still not applied after
+    the bound shows in the figures."""
     thread.join(timeout)
     assert not thread.is_alive(), "the senders did not finish in time"
     with contextlib.suppress(TimeoutError):
-        harness.wait_applied(pg, database, burst.acknowledged, timeout=90)
+        harness.wait_applied(pg, database, burst.acknowledged, timeout=90, panel=panel)
 
 
 # --- process kills ------------------------------------------------------------------
@@ -70,7 +71,7 @@ def test_kill_9_of_web_and_worker_mid_burst_loses_nothing(
     harness.wait_until(panel.web_up, 30, what="gunicorn back")
     end = time.monotonic()
 
-    settle(pg, database, burst, thread)
+    settle(pg, database, burst, thread, panel)
     result = harness.figures(pg, database, burst, window=(start, end))
     record("kill -9 web worker, web master, Celery worker", result)
     assert_promise(result)
@@ -96,9 +97,10 @@ def test_broker_down_mid_burst_answers_fast_and_the_sweep_applies_everything(
     end = time.monotonic()
     redis.start()
 
-    settle(pg, database, burst, thread)
+    settle(pg, database, burst, thread, panel)
     result = harness.figures(pg, database, burst, window=(start, end))
     result["p99_ms_before_fault"] = harness._ms(harness.p99(before))
+    result["supervisor_restarts"] = panel.restarts
     record("broker (Redis) down ~8 s", result)
     assert_promise(result)
     # Answers while the broker is down stay 2xx, and in milliseconds (issue 15 item 4).
@@ -181,7 +183,7 @@ def test_postgres_restarted_and_stopped_mid_burst_fails_fast_and_loses_nothing(
     stop.set()
     watcher.join(15)
 
-    settle(pg, database, burst, thread)
+    settle(pg, database, burst, thread, panel)
     result = harness.figures(pg, database, burst, window=(start, end))
     result["back_after_database_s"] = round(first_ok - back_at, 2)
     result["probe_codes_during_fault"] = {
