@@ -53,7 +53,8 @@ ORDERS = Listing(
         latest_status=_latest_trade_status()
     ),
     time_field="last_activity_at",
-    table="browse/tables/orders.html",
+    table="browse/orders.html",
+    engine="jinja2",
     csv_columns=[
         ("partnerId", "partner__partner_id"),
         ("partnerReference", "partner_reference"),
@@ -71,7 +72,8 @@ TRADES = Listing(
     filterset=filters.TradeFilter,
     queryset=lambda: Trade.objects.select_related("order__partner", "pool"),
     time_field="created_at",
-    table="browse/tables/trades.html",
+    table="browse/trades.html",
+    engine="jinja2",
     csv_columns=[
         ("transactId", "transact_id"),
         ("quoteId", "quote_id"),
@@ -109,7 +111,8 @@ EVENTS = Listing(
         "payload", "last_error"
     ),
     time_field="created_at",
-    table="browse/tables/events.html",
+    table="browse/events.html",
+    engine="jinja2",
     csv_columns=[
         ("id", "event_id"),
         ("type", "type"),
@@ -132,7 +135,8 @@ LEDGER = Listing(
     filterset=filters.LedgerFilter,
     queryset=lambda: LedgerEntry.objects.select_related("partner", "pool"),
     time_field="posted_at",
-    table="browse/tables/ledger.html",
+    table="browse/ledger.html",
+    engine="jinja2",
     csv_columns=[
         ("ledgerId", "ledger_id"),
         ("transactId", "transact_id"),

@@ -1,7 +1,7 @@
 """How the panel writes times, money and durations: the same text on a page,
 in a CSV, in JSON and in the support-safe summary."""
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 
 def rfc3339(moment):
@@ -76,6 +76,14 @@ def duration(delta, *, smallest="s"):
         return f"{sign}{hours} h {minutes} min"
     days, hours = divmod(hours, 24)
     return f"{sign}{days} days {hours} h"
+
+
+def ago(moment, now=None):
+    """``3 min ago``, ``2 h 4 min ago``; ``in 5 min`` for a time still to come."""
+    delta = (now or datetime.now(UTC)) - moment
+    if delta.total_seconds() < 0:
+        return f"in {duration(-delta, smallest='min')}"
+    return f"{duration(delta, smallest='min')} ago"
 
 
 def percent(value):

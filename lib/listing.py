@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django_htmx.http import push_url
 
 from .exports import csv_response
@@ -39,6 +41,8 @@ class Listing:
     # More for the page: ``context(request, filterset)`` -> dict, called
     # only while the filters are valid.
     context: Callable | None = None
+    # The engine of ``table``: "jinja2" for the hot lists (opspanel/jinja2.py).
+    engine: str = "django"
 
 
 def show_list(request, listing):
@@ -85,6 +89,10 @@ def show_list(request, listing):
     }
     if listing.context and valid:
         context |= listing.context(request, filterset)
+    # Rendered (and escaped) by its own engine: safe to place as it is.
+    context["table"] = rows and mark_safe(  # noqa: S308
+        render_to_string(listing.table, context, request, using=listing.engine)
+    )
     template = "lib/list.html"
     if request.htmx and not request.htmx.history_restore_request:
         template += "#results"

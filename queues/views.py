@@ -86,7 +86,8 @@ STUCK = Listing(
     filterset=StuckFilter,
     queryset=lambda: stuck.stuck_trades().select_related("claim__user"),
     time_field="reserved_at",
-    table="queues/table.html",
+    table="queues/stuck.html",
+    engine="jinja2",
     csv_columns=[
         ("transactId", "transact_id"),
         ("partnerId", "order__partner__partner_id"),
@@ -132,7 +133,7 @@ def _claim_answer(request, trade, refused=None):
     stuck.decorate([trade])
     context = _abilities(request.user) | {"trade": trade, "refused": refused}
     # 200 even when refused: htmx swaps only 2xx answers, and the row says why.
-    return render(request, "queues/table.html#row", context)
+    return render(request, "queues/stuck_row.html", context, using="jinja2")
 
 
 @require(Action.QUEUE_CLAIM)
