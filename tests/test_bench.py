@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from bench import dataset
+from sandbox.catalogue import RECON_PLANS
 from sandbox.network import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,10 +27,13 @@ def _url(name):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_copy_build_leaves_what_the_import_leaves(tmp_path):
-    """Same events (the sandbox's, every fault it plants), two ways in: the same
-    rows in every table, the same identifier index, trades, moves, events."""
+    """Same events (the sandbox's, every fault it plants, the reconciliation
+    exceptions too: their entries under unknown trades keep waiting rows in the
+    identifier index), two ways in: the same rows in every table, the same
+    identifier index, trades, moves, events."""
     orders = 30
-    lines = [orjson.dumps(e) for e in generate(orders, 7, dataset.stream_start(orders))]
+    start = dataset.stream_start(orders)
+    lines = [orjson.dumps(e) for e in generate(orders, 7, start, exceptions=tuple(RECON_PLANS))]
     test_db = connection.settings_dict["NAME"]
     scratch = f"{test_db}_copybuild"
     base = _url(test_db)
