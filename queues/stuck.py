@@ -27,6 +27,8 @@ from lib.formats import datetime_attr, duration, utc_text
 from records.links import link
 from records.models import DeliveryAttempt, Pool, Trade, WebhookEvent, order_url
 
+from .models import Claim
+
 
 def stuck_trades(now=None):
     """Oldest first. Served by ``trade_reserved_age_idx`` (partial, status = 'reserved')."""
@@ -254,12 +256,18 @@ def last_deliveries(transact_ids):
 
 def decorate(rows, now=None):
     """Give each trade of one page its age, timeline link, holder, last poll and
-    last delivery: two queries for the page, none per row."""
+    last delivery: three queries for the page, none per row."""
     if not rows:
         return
     now = now or timezone.now()
     ids = [trade.transact_id for trade in rows]
     polls, deliveries = last_polls(ids), last_deliveries(ids)
+    holders = {
+        claim.trade_id: claim
+        for claim in Claim.objects.filter(trade__in=[trade.pk for trade in rows]).select_related(
+            "user"
+        )
+    }
     for trade in rows:
         order = trade.order
         trade.timeline = order_url(order.partner.partner_id, order.partner_reference)
@@ -270,7 +278,7 @@ def decorate(rows, now=None):
         # The row's times, written once here rather than by a date filter each.
         trade.reserved_attr = datetime_attr(trade.reserved_at)
         trade.reserved_text = utc_text(trade.reserved_at, "", zone=False)
-        trade.holder = getattr(trade, "claim", None)  # select_related("claim__user")
+        trade.holder = holders.get(trade.pk)
         trade.last_poll = polls.get(trade.transact_id)
         trade.last_delivery = deliveries.get(trade.transact_id)
         for done in (trade.last_poll, trade.last_delivery):

@@ -276,10 +276,10 @@ def test_the_queue_page_runs_a_fixed_number_of_queries(
     request.getfixturevalue(fixture)
     ScheduledRunFactory()
 
-    # session, user with role, page rows, last polls, last deliveries, pools,
+    # session, user with role, page rows, last polls, last deliveries, claims, pools,
     # the kept histogram, last scheduled run; then the session's idle-timeout
     # save (savepoint, update, release).
-    with django_assert_max_num_queries(11):
+    with django_assert_max_num_queries(12):
         response = ops.get(QUEUE)
     assert response.context["rows"]
 
