@@ -4,10 +4,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import Read, require
-from lib.errors import found_or_404, wants_json
-from records.models import Order
+from lib.errors import NotFound, wants_json
 
-from . import build
+from . import build, reads
 
 
 def get_order_for_user(user, partner_id, reference):
@@ -16,12 +15,10 @@ def get_order_for_user(user, partner_id, reference):
     Whoever may read records may read every order; a narrower rule goes
     here and nowhere else.
     """
-    return found_or_404(
-        Order.objects.select_related("partner"),
-        f"There is no order {reference} of partner {partner_id}.",
-        partner__partner_id=partner_id,
-        partner_reference=reference,
-    )
+    order = reads.order(partner_id, reference)
+    if order is None:
+        raise NotFound(f"There is no order {reference} of partner {partner_id}.")
+    return order
 
 
 class ReferenceForm(forms.Form):
