@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from django.db import connections, router
+from django.db import connection
 from django.urls import reverse
 
+from lib.rawsql import columns, fetch
 from records import ids
 from records.models import Identifier, Order, Partner, Pool, Trade
 
@@ -190,15 +191,12 @@ def _identifiers():
     return Identifier.objects.select_related("order__partner").order_by("value", "kind")
 
 
-def _columns(alias, model):
-    return ", ".join(f"{alias}.{field.column}" for field in model._meta.concrete_fields)
-
-
-# What ``_identifiers()`` reads, as one plain statement: the search box's
-# whole answer for one value is this range scan of identifier_value_idx,
-# and building it through the ORM cost several times the query itself.
+# What ``_identifiers()`` reads, as one plain statement (``lib.rawsql``):
+# the search box's whole answer for one value is this range scan of
+# identifier_value_idx, and the ORM took several times the query's own
+# time to build it.
 PAGE_SQL = f"""
-SELECT {_columns("i", Identifier)}, {_columns("o", Order)}, {_columns("p", Partner)}
+SELECT {columns("i", Identifier)}, {columns("o", Order)}, {columns("p", Partner)}
   FROM records_identifier i
   LEFT JOIN records_order o ON o.id = i.order_id
   LEFT JOIN records_partner p ON p.id = o.partner_id
@@ -206,31 +204,21 @@ SELECT {_columns("i", Identifier)}, {_columns("o", Order)}, {_columns("p", Partn
  ORDER BY i.value, i.kind
  LIMIT %s
 """  # noqa: S608 - column names from the models; the value is a parameter
-_SPLITS = tuple(len(model._meta.concrete_fields) for model in (Identifier, Order, Partner))
 
 
 def _page(value, *, prefix, limit):
     """Identifiers whose value is ``value`` (or starts with it), with their
     order and its partner, sorted as ``_identifiers()`` sorts them."""
-    connection = connections[router.db_for_read(Identifier)]
     if prefix:
         sql = PAGE_SQL.format(match="LIKE")
         value = connection.ops.prep_for_like_query(value) + "%"
     else:
         sql = PAGE_SQL.format(match="=")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value, limit])
-        rows = cursor.fetchall()
-    a, b, _ = _SPLITS
     found = []
-    for row in rows:
-        ident = Identifier.from_db(connection.alias, None, row[:a])
-        if ident.order_id is not None:
-            order = Order.from_db(connection.alias, None, row[a : a + b])
-            order.partner = Partner.from_db(connection.alias, None, row[a + b :])
-            ident.order = order
-        else:
-            ident.order = None
+    for ident, order, partner in fetch(sql, [value, limit], Identifier, Order, Partner):
+        if order is not None:
+            order.partner = partner
+        ident.order = order
         found.append(ident)
     return found
 
