@@ -8,15 +8,14 @@ scheduled re-poll.
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.db.models import (
     Count,
     DateTimeField,
     DurationField,
     ExpressionWrapper,
     F,
-    OuterRef,
     Q,
-    Subquery,
     Value,
 )
 from django.utils import timezone
@@ -24,10 +23,13 @@ from django.utils import timezone
 from accounts.permissions import Action
 from actions.models import Run
 from lib.formats import datetime_attr, duration, utc_text
+from lib.rawsql import columns, fetch
 from records.links import link
 from records.models import DeliveryAttempt, Pool, Trade, WebhookEvent, order_url
 
 from .models import Claim
+
+User = get_user_model()
 
 
 def stuck_trades(now=None):
@@ -211,18 +213,37 @@ def last_polls(transact_ids):
     created_at) backwards and stops at the newest read, instead of sorting
     every read of every trade of the page (DISTINCT ON).
     """
-    newest = (
-        WebhookEvent.objects.filter(
-            source=WebhookEvent.Source.POLL, subject_id=OuterRef("transact_id")
-        )
-        .order_by("-created_at", "-id")
-        .values("pk")[:1]
-    )
-    pks = Trade.objects.filter(transact_id__in=transact_ids).values(newest=Subquery(newest))
-    polls = WebhookEvent.objects.filter(pk__in=pks).only(
-        "event_id", "subject_id", "type", "created_at"
-    )
+    polls = WebhookEvent.objects.raw(LAST_POLLS_SQL, [list(transact_ids), WebhookEvent.Source.POLL])
     return {event.subject_id: event for event in polls}
+
+
+# Plain SQL (``lib.rawsql`` says why), as ``last_deliveries`` below.
+LAST_POLLS_SQL = """
+SELECT e.id, e.event_id, e.subject_id, e.type, e.created_at
+FROM unnest(%s::text[]) AS t(transact_id)
+CROSS JOIN LATERAL (
+    SELECT e.id, e.event_id, e.subject_id, e.type, e.created_at FROM records_webhookevent e
+    WHERE e.subject_id = t.transact_id AND e.source = %s
+    ORDER BY e.created_at DESC, e.id DESC
+    LIMIT 1
+) e
+"""
+
+
+CLAIMS_SQL = f"""
+SELECT {columns("c", Claim)}, {columns("u", User)}
+  FROM actions_claim c JOIN {User._meta.db_table} u ON u.id = c.user_id
+ WHERE c.trade_id = ANY(%s)
+"""  # noqa: S608 - table and column names from the models
+
+
+def holders(trade_pks):
+    """trade pk -> its claim, with the user who holds it; one query."""
+    found = {}
+    for claim, user in fetch(CLAIMS_SQL, [list(trade_pks)], Claim, User):
+        claim.user = user
+        found[claim.trade_id] = claim
+    return found
 
 
 LAST_DELIVERIES_SQL = """
@@ -256,18 +277,13 @@ def last_deliveries(transact_ids):
 
 def decorate(rows, now=None):
     """Give each trade of one page its age, timeline link, holder, last poll and
-    last delivery: three queries for the page, none per row."""
+    last delivery: three plain statements for the page, none per row."""
     if not rows:
         return
     now = now or timezone.now()
     ids = [trade.transact_id for trade in rows]
     polls, deliveries = last_polls(ids), last_deliveries(ids)
-    holders = {
-        claim.trade_id: claim
-        for claim in Claim.objects.filter(trade__in=[trade.pk for trade in rows]).select_related(
-            "user"
-        )
-    }
+    claims = holders([trade.pk for trade in rows])
     for trade in rows:
         order = trade.order
         trade.timeline = order_url(order.partner.partner_id, order.partner_reference)
@@ -278,7 +294,7 @@ def decorate(rows, now=None):
         # The row's times, written once here rather than by a date filter each.
         trade.reserved_attr = datetime_attr(trade.reserved_at)
         trade.reserved_text = utc_text(trade.reserved_at, "", zone=False)
-        trade.holder = holders.get(trade.pk)
+        trade.holder = claims.get(trade.pk)
         trade.last_poll = polls.get(trade.transact_id)
         trade.last_delivery = deliveries.get(trade.transact_id)
         for done in (trade.last_poll, trade.last_delivery):
