@@ -1,6 +1,8 @@
 from django import forms
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from accounts.permissions import Read, require
@@ -48,9 +50,13 @@ def _timeline(request, order):
     timeline = build.build(order)
     if wants_json(request):
         return JsonResponse(timeline.as_json(), json_dumps_params={"indent": 2})
-    template = "timeline/order.html"
+    # Drawn by Jinja2 (opspanel/jinja2.py says why); htmx refreshes it alone.
+    live = render_to_string(
+        "timeline/live.html", {"t": timeline, "order": order}, request, using="jinja2"
+    )
     if request.htmx:
-        template += "#live"
-    response = render(request, template, {"t": timeline, "order": order})
+        response = HttpResponse(live)
+    else:
+        response = render(request, "timeline/order.html", {"order": order, "live": mark_safe(live)})  # noqa: S308 - escaped by Jinja2
     response["Vary"] = "Accept, HX-Request"
     return response
