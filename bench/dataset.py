@@ -528,6 +528,18 @@ def migrate(url):
     )
 
 
+def reuse(base_url, name, *, say=print):
+    """A finished build named ``name``, whatever schema built it, migrated to
+    today's (``--dataset``): for a build too long to repeat for every change."""
+    url = database_url(base_url, name)
+    if not exists(url):
+        raise SystemExit(f"no finished data set named {name}")
+    migrate(url)
+    built = figures(url)
+    say(f"reusing data set {name} (migrated): {built['events']:,} events")
+    return url, built, False
+
+
 def ensure(base_url, orders, seed=1, *, progress=True, rebuild=False, say=print):
     """The URL of a finished build for this size, seed and schema; built if needed."""
     name = dataset_name(base_url, orders, seed)

@@ -79,6 +79,11 @@ def parse(argv=None):
     parser.add_argument("--skip", action="append", choices=OPERATIONS, default=[])
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument(
+        "--dataset",
+        help="reuse this finished data set by name (built by an earlier schema or contract;"
+        " its migrations are brought up to date first)",
+    )
+    parser.add_argument(
         "--drop", action="store_true", help="drop the data set (and the schema template) at the end"
     )
     parser.add_argument("--no-progress", action="store_true")
@@ -93,8 +98,6 @@ def parse(argv=None):
         from bench.dataset import EVENTS_PER_ORDER
 
         args.orders = max(1, int(args.events / EVENTS_PER_ORDER))
-    if args.import_orders is None:
-        args.import_orders = max(20, args.orders // 20)
     return args
 
 
@@ -116,13 +119,20 @@ def main(argv=None, out=None):
 
     # Django needs a database named before setup; the data set's is known first.
     started = time.perf_counter()
-    name = dataset.dataset_name(base_url, args.orders, args.seed)
+    name = args.dataset or dataset.dataset_name(base_url, args.orders, args.seed)
     os.environ["DATABASE_URL"] = dataset.database_url(base_url, name)
     django.setup()
-    url, built, fresh = dataset.ensure(
-        base_url, args.orders, args.seed, progress=not args.no_progress, rebuild=args.rebuild,
-        say=say,
-    )  # fmt: skip
+    if args.dataset:
+        url, built, fresh = dataset.reuse(base_url, name, say=say)
+        args.orders, args.seed = built["orders"], built["seed"]
+    else:
+        url, built, fresh = dataset.ensure(
+            base_url, args.orders, args.seed, progress=not args.no_progress,
+            rebuild=args.rebuild, say=say,
+        )  # fmt: skip
+
+    if args.import_orders is None:
+        args.import_orders = max(20, args.orders // 20)
 
     from django.conf import settings
 
