@@ -36,7 +36,8 @@ class Listing:
     link: Callable[[list], None]
     # The lists read newest first; a work queue oldest first.
     oldest_first: bool = False
-    # A template drawn above the table, inside the results htmx swaps.
+    # A template drawn above the table, inside the results htmx swaps (by
+    # ``engine`` too).
     summary: str = ""
     # More for the page: ``context(request, filterset)`` -> dict, called
     # only while the filters are valid.
@@ -89,7 +90,13 @@ def show_list(request, listing):
     }
     if listing.context and valid:
         context |= listing.context(request, filterset)
-    # Rendered (and escaped) by its own engine: safe to place as it is.
+    # The summary and the table, each rendered (and escaped) by the listing's
+    # engine: safe to place as they are.
+    context["summary"] = (
+        listing.summary
+        and valid
+        and mark_safe(render_to_string(listing.summary, context, request, using=listing.engine))  # noqa: S308
+    )
     context["table"] = rows and mark_safe(  # noqa: S308
         render_to_string(listing.table, context, request, using=listing.engine)
     )
