@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from bench import dataset
+from bench import compare, dataset
 from sandbox.catalogue import RECON_PLANS
 from sandbox.network import generate
 
@@ -102,3 +102,10 @@ def test_every_bench_operation_runs(tmp_path):
     }  # fmt: skip
     assert "EXPLAIN (ANALYZE, BUFFERS)" in done.stdout
     assert "S5" in done.stdout
+
+    # bench/compare.py: the same result twice is the same figure, 1.00x, on every timed row.
+    side_by_side = compare.table([result, result]).splitlines()
+    assert len(side_by_side) == 2 + len(result["rows"])
+    timed = [line for line in side_by_side if "x p50 |" in line or "x rate |" in line]
+    assert len(timed) >= 15
+    assert all(line.endswith("1.00x p50 |") or line.endswith("1.00x rate |") for line in timed)
