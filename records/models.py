@@ -271,7 +271,11 @@ class ReservedMinute(models.Model):
     it changes nothing here. Rows that fall to zero are deleted.
     """
 
-    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    # No index of its own: nothing reads these rows by pool alone, and with
+    # one the planner may walk a pool's every minute instead of the window.
+    pool = models.ForeignKey(
+        Pool, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
     livemode = models.BooleanField()
     # date_trunc('minute', reserved_at) in UTC.
     minute = models.DateTimeField()
