@@ -9,5 +9,16 @@ client's connection is kept for its next request. Django's connections are
 per thread (the psycopg pool, DATABASE_POOL_MAX, is per process).
 """
 
+import gc
+
 worker_class = "gthread"
 threads = 4
+
+
+def post_worker_init(worker):
+    """Once the worker has loaded Django and the panel, move everything alive
+    into the collector's permanent generation: modules, the URLconf,
+    compiled templates are never garbage, and every full collection walked
+    them all, a 40-60 ms pause in whichever request it fell on (issue 14: a
+    list page's slowest of 600 requests fell from 56 to 16 ms)."""
+    gc.freeze()

@@ -1,6 +1,7 @@
 """S1, S2, S3, S6 in process (Django test client, signed in), the admin
 baselines for S1, and EXPLAIN (ANALYZE, BUFFERS) of the pages' queries."""
 
+import gc
 import random
 import time
 
@@ -157,6 +158,8 @@ def run(report, samples, admin_samples):
 
     # Warm: one pass over a few of each, so the first samples do not pay imports.
     timed(client, ["/accounts/login/"] * 5 + [f"/id/{v}" for v in ids[:5]])
+    # As every gunicorn worker does once it has loaded the app (gunicorn.conf.py).
+    gc.freeze()
 
     base, base_q = timed(client, ["/accounts/login/"] * samples)
     b50, b99, base_text = latency(base)

@@ -87,3 +87,23 @@ def test_with_tls_redirect_and_hsts_set_only_the_domain_wide_hsts_choices_remain
     assert warned == {"security.W005", "security.W021"}
     readme = (settings.BASE_DIR / "README.md").read_text()
     assert "W005" in readme and "W021" in readme
+
+
+def test_gunicorn_runs_threaded_workers_that_freeze_what_they_loaded():
+    """gunicorn.conf.py, which `gunicorn opspanel.wsgi` reads from the repository root."""
+    import gc
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", path)
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    assert (conf.worker_class, conf.threads) == ("gthread", 4)
+
+    before = gc.get_freeze_count()
+    try:
+        conf.post_worker_init(worker=None)
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
