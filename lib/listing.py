@@ -42,7 +42,8 @@ class Listing:
     # More for the page: ``context(request, filterset)`` -> dict, called
     # only while the filters are valid.
     context: Callable | None = None
-    # The engine of ``table``: "jinja2" for the hot lists (opspanel/jinja2.py).
+    # The engine of ``table`` and ``summary``: "jinja2" for the hot lists
+    # (opspanel/jinja2.py says why).
     engine: str = "django"
 
 
@@ -91,15 +92,9 @@ def show_list(request, listing):
     if listing.context and valid:
         context |= listing.context(request, filterset)
     # The summary and the table, each rendered (and escaped) by the listing's
-    # engine: safe to place as they are.
-    context["summary"] = (
-        listing.summary
-        and valid
-        and mark_safe(render_to_string(listing.summary, context, request, using=listing.engine))  # noqa: S308
-    )
-    context["table"] = rows and mark_safe(  # noqa: S308
-        render_to_string(listing.table, context, request, using=listing.engine)
-    )
+    # engine. No summary under invalid filters.
+    context["summary"] = _render(listing.summary, listing, context, request) if valid else ""
+    context["table"] = _render(listing.table, listing, context, request) if rows else ""
     template = "lib/list.html"
     if request.htmx and not request.htmx.history_restore_request:
         template += "#results"
@@ -108,6 +103,13 @@ def show_list(request, listing):
         # The address bar gets the tidy query, not every empty form field.
         push_url(response, f"{request.path}?{here}" if here else request.path)
     return response
+
+
+def _render(template, listing, context, request):
+    """``template`` by the listing's engine, which escaped it: safe to place as it is."""
+    if not template:
+        return ""
+    return mark_safe(render_to_string(template, context, request, using=listing.engine))  # noqa: S308
 
 
 def _query(params, **extra):

@@ -603,3 +603,14 @@ def test_the_queue_page_shows_each_pool_sla_with_a_change_link_for_operations(op
         r'data-pool="USD-USDC">\s*<td>USD-USDC</td>\s*<td class="num">15 min</td>', text
     )
     assert 'href="/pools/USD-USDC/sla"' in text
+
+
+def test_a_bad_filter_shows_why_and_no_summary_or_rows(ops, queue_data):
+    response = ops.get(f"{QUEUE}?livemode=sometimes")
+
+    text = response.content.decode()
+    assert "Fix the filters to see rows" in text
+    assert 'id="scheduled-repoll"' not in text
+    assert 'class="plain list stuck"' not in text
+    # Nothing stands in for the summary it does not draw.
+    assert "False" not in text
