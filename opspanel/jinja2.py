@@ -1,13 +1,14 @@
-"""The Jinja2 environment of the panel's hot tables (``TEMPLATES["jinja2"]``).
+"""The Jinja2 environment of the panel's hot pages (``TEMPLATES``, named "jinja2").
 
 Most of the panel is Django templates. A list page draws up to 200 rows
 with a dozen values each, and Django's engine spent most of such a page
 resolving and escaping those values (issue 14: 3.2 ms for 50 events'
 rows against 0.9 ms for the same rows here, both measured in one process).
 So the tables of the lists, the stuck queue's table and summary, and the
-order timeline live under
-``templates/jinja2/`` and use the same formatting functions as their Django
-counterparts (``lib.templatetags``), so a value reads the same on every page.
+order timeline live under ``templates/jinja2/`` and use the same formatting
+functions as their Django counterparts (``lib.templatetags``, Django's own
+filters), so a value reads the same on every page. ``docs/decisions.md``
+("Hot pages") has the figures.
 """
 
 from datetime import UTC
