@@ -74,18 +74,21 @@ EXPECTED_ROWS = {
 }
 
 
-def test_every_bench_operation_runs(tmp_path):
+def test_every_bench_operation_runs(tmp_path, request):
     """`make bench` in small: 300 orders (~2.6 k events), not the issue's 10,000
     (~85 k events, which takes about a minute to build and run here)."""
     out = tmp_path / "result.json"
     base = _url(connection.settings_dict["NAME"])
+    # The second run drops the data set; a failure before it must not leave it.
+    for name in (dataset.dataset_name(base, 300, 1), dataset.schema_template_name(base)):
+        request.addfinalizer(lambda name=name: dataset.drop_database(base, name))
     env = {**os.environ, "DATABASE_URL": base}
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--orders", "300", "--samples", "12",
          "--admin-samples", "1", "--webhooks", "40", "--concurrency", "4",
          "--pgbench-seconds", "1", "--import-orders", "20", "--orm-events", "30",
          "--bulk-limit", "3", "--close-days", "1", "--verifications", "40",
-         "--no-progress", "--drop",
+         "--no-progress",
          "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -102,6 +105,19 @@ def test_every_bench_operation_runs(tmp_path):
     }  # fmt: skip
     assert "EXPLAIN (ANALYZE, BUFFERS)" in done.stdout
     assert "S5" in done.stdout
+
+    # --dataset: the same build reused by name, migrated and vacuumed first; then dropped.
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--dataset", result["meta"]["dataset"],
+         "--only", "close", "--close-days", "1", "--no-progress", "--drop",
+         "--out", str(tmp_path / "again.json")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(migrated)" in again.stdout and "vacuumed in" in again.stdout
+    reused = json.loads((tmp_path / "again.json").read_text())
+    assert reused["meta"]["events"] == result["meta"]["events"]
+    assert not reused["meta"]["built_this_run"]
 
     # bench/compare.py: the same result twice is the same figure, 1.00x, on every timed row.
     side_by_side = compare.table([result, result]).splitlines()
