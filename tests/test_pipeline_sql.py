@@ -9,7 +9,7 @@ columns are data (``ingest.sql.Insert``/``Update``); these tests read them.
 import pytest
 from django.db.models import NOT_PROVIDED
 
-from ingest import linking, pipeline, trades, upserts
+from ingest import events, linking, pipeline, trades, upserts
 from ingest.sql import Insert, Update
 from records.models import (
     DeliveryAttempt,
@@ -28,7 +28,7 @@ from records.models import (
 def _statements(kind):
     return [
         pytest.param(value, id=f"{module.__name__}.{name}")
-        for module in (pipeline, upserts, trades, linking)
+        for module in (events, pipeline, upserts, trades, linking)
         for name, value in vars(module).items()
         if isinstance(value, kind)
     ]
