@@ -9,12 +9,28 @@ way the ORM does (``Model.from_db``, the fields' own converters), so the
 rest of the code cannot tell the difference.
 """
 
+from functools import cache
+
 from django.db import connections, router
 
 
 def columns(alias, model):
     """``t.id, t.transact_id, …``: every concrete column of ``model``, in field order."""
     return ", ".join(f"{alias}.{field.column}" for field in model._meta.concrete_fields)
+
+
+@cache
+def _plan(model, raw, using):
+    """(model, its column count, [(position, converter)]): the same for every
+    row and every call, so made once per process."""
+    fields = model._meta.concrete_fields
+    converters = [
+        (i, converter)
+        for i, field in enumerate(fields)
+        if field.name not in raw
+        for converter in field.get_db_converters(connections[using])
+    ]
+    return model, len(fields), converters
 
 
 def fetch(sql, params, *models, extra=(), raw=()):
@@ -25,16 +41,7 @@ def fetch(sql, params, *models, extra=(), raw=()):
     (a jsonb column as text, for code that parses it itself)."""
     using = router.db_for_read(models[0])
     connection = connections[using]
-    plans = []
-    for model in models:
-        fields = model._meta.concrete_fields
-        converters = [
-            (i, converter)
-            for i, field in enumerate(fields)
-            if field.name not in raw
-            for converter in field.get_db_converters(connection)
-        ]
-        plans.append((model, len(fields), converters))
+    plans = [_plan(model, tuple(raw), using) for model in models]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

@@ -21,14 +21,19 @@ from django.utils.text import slugify
 from jinja2 import Environment, StrictUndefined
 
 from accounts.permissions import can
-from lib.formats import datetime_attr
+from lib.formats import datetime_attr, utc_text
 from lib.templatetags.formats import amount, duration, mode, utc
 from lib.templatetags.links import event_url, route
 
 
-def _strftime(pattern):
-    """Django's ``date`` filter for one pattern, in UTC (the panel's zone); "" for None."""
-    return lambda moment: "" if moment is None else moment.astimezone(UTC).strftime(pattern)
+def _clock(moment):
+    """``{{ moment|date:"H:i:s" }}`` in UTC (the panel's zone); "" for None."""
+    return "" if moment is None else f"{moment.astimezone(UTC):%H:%M:%S}"
+
+
+def _utc_text(moment):
+    """``lib.formats.utc_text`` without " UTC" (the page says its times are UTC)."""
+    return utc_text(moment, "", zone=False)
 
 
 def environment(**options):
@@ -42,14 +47,14 @@ def environment(**options):
         duration=duration,
         event_url=event_url,
         floatformat=floatformat,
-        hms=_strftime("%H:%M:%S"),
+        hms=_clock,
         mode=mode,
         naturaltime=naturaltime,
         route=route,
         slugify=slugify,
         timesince=timesince_filter,
         utc=utc,
-        ymdhms=_strftime("%Y-%m-%d %H:%M:%S"),
+        utc_text=_utc_text,
     )
     env.globals["url"] = lambda name, *args: reverse(name, args=args)
     return env
