@@ -610,11 +610,13 @@ SNAPSHOT_QUERIES = {
 
 KEPT_QUERIES = {
     "records_reservedminute": """
-        SELECT p.pool_id, k.livemode, k.minute, k.trades
-          FROM records_reservedminute k JOIN records_pool p ON p.id = k.pool_id""",
+        SELECT p.pool_id, t.partner_id, k.livemode, k.minute, k.trades
+          FROM records_reservedminute k JOIN records_pool p ON p.id = k.pool_id
+          JOIN records_partner t ON t.id = k.partner_id""",
     "records_reservedtotal": """
-        SELECT p.pool_id, k.livemode, k.trades
-          FROM records_reservedtotal k JOIN records_pool p ON p.id = k.pool_id""",
+        SELECT p.pool_id, t.partner_id, k.livemode, k.trades
+          FROM records_reservedtotal k JOIN records_pool p ON p.id = k.pool_id
+          JOIN records_partner t ON t.id = k.partner_id""",
 }
 
 

@@ -332,14 +332,15 @@ def keep_reserved_totals(conn, tables):
     """The stuck queue's kept totals (records_reservedtotal, where the schema
     has it): its triggers counted the trades COPY wrote in reserved; every
     trade passed through reserved in the pipeline, which leaves a row, at
-    zero, for each pool and mode that ever had one."""
+    zero, for each pool, partner and mode that ever had one."""
     if conn.execute("SELECT to_regclass('records_reservedtotal') IS NOT NULL").fetchone()[0]:
         conn.execute(
             sql.SQL(
-                "INSERT INTO records_reservedtotal (pool_id, livemode, trades)"
-                " SELECT DISTINCT pool_id, livemode, 0 FROM {}"
-                " ON CONFLICT (pool_id, livemode) DO NOTHING"
-            ).format(sql.Identifier(tables["Trade"]))
+                "INSERT INTO records_reservedtotal (pool_id, partner_id, livemode, trades)"
+                " SELECT DISTINCT t.pool_id, o.partner_id, t.livemode, 0"
+                " FROM {} t JOIN {} o ON o.id = t.order_id"
+                " ON CONFLICT (pool_id, partner_id, livemode) DO NOTHING"
+            ).format(sql.Identifier(tables["Trade"]), sql.Identifier(tables["Order"]))
         )
 
 

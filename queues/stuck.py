@@ -10,7 +10,6 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.db.models import (
-    Count,
     DateTimeField,
     DurationField,
     ExpressionWrapper,
@@ -90,51 +89,35 @@ class PoolAges:
         return sum(self.counts)
 
 
-def age_histogram(queryset, now=None):
-    """Stuck trades per pool and age band, in one GROUP BY over the filtered set."""
-    now = now or timezone.now()
-    rows = (
-        queryset.order_by()
-        .values("pool__pool_id", "pool__sla_minutes")
-        .annotate(
-            **{f"band{i}": Count("pk", filter=band.q(now)) for i, band in enumerate(AGE_BANDS)}
-        )
-        .order_by("pool__pool_id")
-    )
-    return [
-        PoolAges(
-            row["pool__pool_id"],
-            row["pool__sla_minutes"],
-            tuple(row[f"band{i}"] for i in range(len(AGE_BANDS))),
-        )
-        for row in rows
-    ]
-
-
 # The kept histogram (records.ReservedMinute, ReservedTotal) reads the minutes
 # of this window before ``now``, beyond 24 h or the longest SLA: everything
 # older is in the last band and stuck whatever its pool's SLA, so it is the
-# total less the window.
+# total less the window. Counts are kept per pool, partner and mode, so a
+# partner filter reads that partner's rows only.
 KEPT_SQL = """
 WITH minutes AS (
-    SELECT m.pool_id, m.livemode,
+    SELECT m.pool_id, m.partner_id, m.livemode,
            sum(m.trades) AS seen,
            {bands}
     FROM records_reservedminute m
     JOIN records_pool p ON p.id = m.pool_id
-    WHERE m.minute > %s
-    GROUP BY m.pool_id, m.livemode
+    WHERE m.minute > %s {minute_where}
+    GROUP BY m.pool_id, m.partner_id, m.livemode
 )
 SELECT p.pool_id, p.sla_minutes, t.trades - coalesce(w.seen, 0) AS older,
        {band_columns}
 FROM records_reservedtotal t
 JOIN records_pool p ON p.id = t.pool_id
-LEFT JOIN minutes w ON w.pool_id = t.pool_id AND w.livemode = t.livemode
+LEFT JOIN minutes w
+       ON w.pool_id = t.pool_id AND w.partner_id = t.partner_id AND w.livemode = t.livemode
 WHERE t.trades > 0 {where}
 """
 
+# A partner filter names the partner by its public id.
+PARTNER_PK = "(SELECT id FROM records_partner WHERE partner_id = %s)"
 
-def _kept_query(now, window, pool_id, livemode):
+
+def _kept_query(now, window, pool_id, livemode, partner_id=None):
     """KEPT_SQL and its parameters, positional (``pgtrigger.ignore`` prefixes
     a positional one to every statement, and psycopg refuses a mix)."""
     bands, params = [], []
@@ -149,6 +132,10 @@ def _kept_query(now, window, pool_id, livemode):
             params.append(now - band.high)
         bands.append(f"coalesce(sum(m.trades) FILTER (WHERE {' AND '.join(condition)}), 0) AS b{i}")
     params.append(window)
+    minute_where = ""
+    if partner_id is not None:
+        minute_where = f"AND m.partner_id = {PARTNER_PK}"
+        params.append(partner_id)
     where = ""
     if pool_id is not None:
         where += " AND p.pool_id = %s"
@@ -156,15 +143,21 @@ def _kept_query(now, window, pool_id, livemode):
     if livemode is not None:
         where += " AND t.livemode = %s"
         params.append(livemode)
+    if partner_id is not None:
+        where += f" AND t.partner_id = {PARTNER_PK}"
+        params.append(partner_id)
     sql = KEPT_SQL.format(
         bands=",\n           ".join(bands),
         band_columns=", ".join(f"coalesce(w.b{i}, 0) AS b{i}" for i in range(len(AGE_BANDS))),
+        minute_where=minute_where,
         where=where,
     )
     return sql, params
 
 
-def kept_histogram(now=None, *, pools=None, pool_id=None, livemode=None, band=None):
+def kept_histogram(
+    now=None, *, pools=None, pool_id=None, livemode=None, band=None, partner_id=None
+):
     """The age histogram from the kept counts: stuck trades per pool and age band.
 
     One query over a bounded number of rows (the window's minutes of each
@@ -172,7 +165,8 @@ def kept_histogram(now=None, *, pools=None, pool_id=None, livemode=None, band=No
     are to the minute: a trade counts as reserved at the start of its
     minute of ``reserved_at`` (the page prints ages to the minute too).
     ``band`` (an ``AgeBand``) keeps that band's counts only, as the age
-    filter does. ``pools``: every pool, when the caller has them already
+    filter does; ``partner_id`` (a public id) that partner's trades only.
+    ``pools``: every pool, when the caller has them already
     (the longest SLA bounds the window).
     """
     from django.db import connection
@@ -183,7 +177,7 @@ def kept_histogram(now=None, *, pools=None, pool_id=None, livemode=None, band=No
     longest = max([timedelta(hours=24)] + [timedelta(minutes=p.sla_minutes) for p in pools])
     window = now - longest - timedelta(minutes=1)
     with connection.cursor() as cursor:
-        cursor.execute(*_kept_query(now, window, pool_id, livemode))
+        cursor.execute(*_kept_query(now, window, pool_id, livemode, partner_id))
         rows = cursor.fetchall()
     last = len(AGE_BANDS) - 1
     per_pool = {}

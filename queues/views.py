@@ -47,21 +47,16 @@ def _abilities(user):
 
 
 def _histogram(filterset, now, pools):
-    """The age histogram under the page's filters.
-
-    Kept counts (``stuck.kept_histogram``: a bounded read, whatever the
-    number of stuck trades) for the whole queue and for the pool, mode and
-    age filters; a partner's trades are not kept apart, so under a partner
-    filter the partner's stuck trades are counted (one GROUP BY over them).
-    """
+    """The age histogram under the page's filters, from the kept counts
+    (``stuck.kept_histogram``: a bounded read, whatever the number of stuck
+    trades), for every filter the page has: pool, partner, mode and age."""
     data = filterset.form.cleaned_data
-    if data.get("partner"):
-        return stuck.age_histogram(filterset.qs, now)
     livemode = {"live": True, "test": False}.get(data.get("livemode") or "")
     return stuck.kept_histogram(
         now,
         pools=pools,
         pool_id=data.get("pool") or None,
+        partner_id=data.get("partner") or None,
         livemode=livemode,
         band=stuck.BANDS.get(data.get("age") or ""),
     )

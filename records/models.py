@@ -142,40 +142,43 @@ def _reserved_kept_sql(*, plus, minus):
     (``plus``), -1 for each row reserved before it (``minus``). A row that
     stays reserved in the same minute cancels out and touches nothing.
 
-    Counter rows are changed in (pool, mode, minute) order, so two
+    Counter rows are changed in (minute, pool, partner, mode) order, so two
     statements never wait on each other's rows in opposite orders.
     """
-    parts = []
-    for table, sign in ((plus, "+"), (minus, "-")):
-        if table:
-            parts.append(
-                f"SELECT pool_id, livemode,"  # noqa: S608 - constant text (table names)
-                f" date_trunc('minute', reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-                f" AS minute, {sign}1 AS n"
-                f" FROM {table} WHERE status = 'reserved' AND reserved_at IS NOT NULL"
-            )
-    moved = " UNION ALL ".join(parts)
+
+    def reserved_in(table, sign):
+        return (
+            f"SELECT r.pool_id, o.partner_id, r.livemode,"  # noqa: S608 - constant text
+            f" date_trunc('minute', r.reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+            f" AS minute, {sign}1 AS n"
+            f" FROM {table} r JOIN records_order o ON o.id = r.order_id"
+            " WHERE r.status = 'reserved' AND r.reserved_at IS NOT NULL"
+        )
+
+    moved = " UNION ALL ".join(
+        reserved_in(table, sign) for table, sign in ((plus, "+"), (minus, "-")) if table
+    )
     cleanup = ""
     if minus:
         cleanup = (
             "DELETE FROM records_reservedminute m USING ("  # noqa: S608 - constant text
-            f" SELECT DISTINCT pool_id, livemode,"
-            f" date_trunc('minute', reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS minute"
-            f" FROM {minus} WHERE status = 'reserved' AND reserved_at IS NOT NULL) d"
-            " WHERE m.pool_id = d.pool_id AND m.livemode = d.livemode"
-            " AND m.minute = d.minute AND m.trades = 0;"
+            f" SELECT DISTINCT pool_id, partner_id, livemode, minute"
+            f" FROM ({reserved_in(minus, '-')}) gone) d"
+            " WHERE m.pool_id = d.pool_id AND m.partner_id = d.partner_id"
+            " AND m.livemode = d.livemode AND m.minute = d.minute AND m.trades = 0;"
         )
     return (
-        "INSERT INTO records_reservedminute (pool_id, livemode, minute, trades)"  # noqa: S608
-        f" SELECT pool_id, livemode, minute, sum(n) FROM ({moved}) moved"
-        " GROUP BY pool_id, livemode, minute HAVING sum(n) <> 0"
-        " ORDER BY minute, pool_id, livemode"
-        " ON CONFLICT (minute, pool_id, livemode) DO UPDATE"
+        "INSERT INTO records_reservedminute (pool_id, partner_id, livemode, minute, trades)"  # noqa: S608
+        f" SELECT pool_id, partner_id, livemode, minute, sum(n) FROM ({moved}) moved"
+        " GROUP BY pool_id, partner_id, livemode, minute HAVING sum(n) <> 0"
+        " ORDER BY minute, pool_id, partner_id, livemode"
+        " ON CONFLICT (minute, pool_id, partner_id, livemode) DO UPDATE"
         " SET trades = records_reservedminute.trades + EXCLUDED.trades;"
-        "INSERT INTO records_reservedtotal (pool_id, livemode, trades)"
-        f" SELECT pool_id, livemode, sum(n) FROM ({moved}) moved"
-        " GROUP BY pool_id, livemode HAVING sum(n) <> 0 ORDER BY pool_id, livemode"
-        " ON CONFLICT (pool_id, livemode) DO UPDATE"
+        "INSERT INTO records_reservedtotal (pool_id, partner_id, livemode, trades)"
+        f" SELECT pool_id, partner_id, livemode, sum(n) FROM ({moved}) moved"
+        " GROUP BY pool_id, partner_id, livemode HAVING sum(n) <> 0"
+        " ORDER BY pool_id, partner_id, livemode"
+        " ON CONFLICT (pool_id, partner_id, livemode) DO UPDATE"
         " SET trades = records_reservedtotal.trades + EXCLUDED.trades;"
         f"{cleanup}"
         "RETURN NULL;"
@@ -261,7 +264,8 @@ class Trade(models.Model):
 
 
 class ReservedMinute(models.Model):
-    """How many trades are in ``reserved`` now, per pool, mode and minute of ``reserved_at``.
+    """How many trades are in ``reserved`` now, per pool, partner, mode and minute
+    of ``reserved_at``.
 
     Kept by PostgreSQL itself (statement-level triggers on ``records_trade``,
     in the same transaction as every insert, status move and delete), so the
@@ -276,6 +280,11 @@ class ReservedMinute(models.Model):
     pool = models.ForeignKey(
         Pool, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
     )
+    # The trade's order's partner: the queue filtered by partner reads its own
+    # counts, as it does by pool.
+    partner = models.ForeignKey(
+        Partner, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
     livemode = models.BooleanField()
     # date_trunc('minute', reserved_at) in UTC.
     minute = models.DateTimeField()
@@ -285,7 +294,7 @@ class ReservedMinute(models.Model):
         constraints = [
             # Minute first: the histogram reads a window of minutes (a range scan).
             models.UniqueConstraint(
-                fields=["minute", "pool", "livemode"], name="reserved_minute_key"
+                fields=["minute", "pool", "partner", "livemode"], name="reserved_minute_key"
             )
         ]
 
@@ -294,16 +303,21 @@ class ReservedMinute(models.Model):
 
 
 class ReservedTotal(models.Model):
-    """How many trades are in ``reserved`` now, per pool and mode (see ``ReservedMinute``):
+    """How many trades are in ``reserved`` now, per pool, partner and mode (see ``ReservedMinute``):
     what lies beyond the histogram's window of minutes is this minus the window."""
 
     pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    partner = models.ForeignKey(
+        Partner, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
     livemode = models.BooleanField()
     trades = models.IntegerField()
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["pool", "livemode"], name="reserved_total_key")
+            models.UniqueConstraint(
+                fields=["pool", "partner", "livemode"], name="reserved_total_key"
+            )
         ]
 
     def __str__(self):

@@ -36,14 +36,17 @@ M, H = timedelta(minutes=1), timedelta(hours=1)
 
 
 def kept():
-    """The kept counts as {(pool, mode, minute): n} and {(pool, mode): n}, zeros left out."""
+    """The kept counts as {(pool, partner, mode, minute): n} and {(pool, partner, mode): n},
+    zeros left out."""
     minutes = {
-        (row.pool_id, row.livemode, row.minute): row.trades
+        (row.pool_id, row.partner_id, row.livemode, row.minute): row.trades
         for row in ReservedMinute.objects.all()
         if row.trades
     }
     totals = {
-        (row.pool_id, row.livemode): row.trades for row in ReservedTotal.objects.all() if row.trades
+        (row.pool_id, row.partner_id, row.livemode): row.trades
+        for row in ReservedTotal.objects.all()
+        if row.trades
     }
     return minutes, totals
 
@@ -51,19 +54,23 @@ def kept():
 def recount():
     """The same, counted from the trades themselves (Python, not the triggers' SQL)."""
     minutes, totals = {}, {}
-    for trade in Trade.objects.filter(status=Trade.Status.RESERVED, reserved_at__isnull=False):
+    trades = Trade.objects.filter(status=Trade.Status.RESERVED, reserved_at__isnull=False)
+    for trade in trades.select_related("order"):
         minute = trade.reserved_at.replace(second=0, microsecond=0)
-        key = (trade.pool_id, trade.livemode)
+        key = (trade.pool_id, trade.order.partner_id, trade.livemode)
         minutes[(*key, minute)] = minutes.get((*key, minute), 0) + 1
         totals[key] = totals.get(key, 0) + 1
     return minutes, totals
 
 
-def histogram_recount(now):
+def histogram_recount(now, partner=None):
     """The age histogram to the minute, recounted: each trade as reserved at the
-    start of its minute, banded as ``stuck.AGE_BANDS`` say."""
+    start of its minute, banded as ``stuck.AGE_BANDS`` say (``partner``: its trades only)."""
     found = {}
-    for trade in Trade.objects.filter(status=Trade.Status.RESERVED, reserved_at__isnull=False):
+    trades = Trade.objects.filter(status=Trade.Status.RESERVED, reserved_at__isnull=False)
+    if partner is not None:
+        trades = trades.filter(order__partner__partner_id=partner)
+    for trade in trades:
         at = trade.reserved_at.replace(second=0, microsecond=0)
         pool = trade.pool
         if not at < now - timedelta(minutes=pool.sla_minutes):
@@ -84,6 +91,7 @@ def histogram_recount(now):
 def test_kept_counts_equal_a_recount_after_inserts_moves_deletes_and_sla_changes(tmp_path):
     rng = random.Random(14)
     pools = ["EUR-USDT", "USD-USDC", "GBP-USDT"]
+    partners = ["ptn_acme", "ptn_globex"]
     import_events(
         tmp_path,
         *[
@@ -91,6 +99,7 @@ def test_kept_counts_equal_a_recount_after_inserts_moves_deletes_and_sla_changes
                 f"pt_{'live' if i % 4 else 'test'}_K{i:02d}",
                 rng.choice([20 * M, 50 * M, 2 * H, 5 * H, 30 * H, 80 * H]) + rng.randrange(60) * M,
                 pool=pools[i % 3],
+                partner=partners[i % 2],
             )
             for i in range(24)
         ],
@@ -142,6 +151,10 @@ def test_kept_counts_equal_a_recount_after_inserts_moves_deletes_and_sla_changes
             )
         assert kept() == recount(), (step, move)
         assert stuck.kept_histogram(now) == histogram_recount(now), (step, move)
+        for partner in partners:
+            assert stuck.kept_histogram(now, partner_id=partner) == histogram_recount(
+                now, partner
+            ), (step, move, partner)
 
 
 def test_a_rolled_back_change_leaves_the_kept_counts_as_they_were(tmp_path):
@@ -158,20 +171,26 @@ def test_the_migration_backfill_counts_what_is_there(tmp_path):
     """The migration's backfill (and the triggers) agree with a recount of any table."""
     from importlib import import_module
 
-    backfill = import_module("records.migrations.0008_reserved_kept").BACKFILL
-    import_events(tmp_path, reserved("pt_live_B01", 2 * H), reserved("pt_test_B02", 30 * H))
+    backfill = import_module("records.migrations.0011_reserved_by_partner").BACKFILL
+    import_events(
+        tmp_path,
+        reserved("pt_live_B01", 2 * H),
+        reserved("pt_test_B02", 30 * H),
+        reserved("pt_live_B03", 30 * H, partner="ptn_globex"),
+    )
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM records_reservedminute; DELETE FROM records_reservedtotal")
         assert kept() == ({}, {})
         cursor.execute(backfill)
     assert kept() == recount()
-    assert sum(kept()[1].values()) == 2
+    assert sum(kept()[1].values()) == 3
 
 
 def test_the_queue_page_draws_the_kept_histogram_without_reading_the_stuck_trades(ops, tmp_path):
     import_events(
         tmp_path,
-        *[reserved(f"pt_live_S{i:02d}", (30 + i) * H, pool="EUR-USDT") for i in range(12)],
+        *[reserved(f"pt_live_S{i:02d}", (30 + i) * H, pool="EUR-USDT") for i in range(11)],
+        reserved("pt_live_S11", 41 * H, pool="EUR-USDT", partner="ptn_globex"),
         reserved("pt_live_S99", 2 * H, pool="USD-USDC"),
     )
     with CaptureQueriesContext(connection) as captured:
@@ -193,11 +212,20 @@ def test_the_queue_page_draws_the_kept_histogram_without_reading_the_stuck_trade
     assert histogram(ops.get(QUEUE, {"age": "1-4h"})) == {
         "USD-USDC": {"under-1h": 0, "1-4h": 1, "4-24h": 0, "over-24h": 0}
     }
-    # A partner's trades are counted (they are not kept apart): the same figures.
+    # A partner's trades are kept apart too: its own counts, still no trade read.
     with CaptureQueriesContext(connection) as captured:
         by_partner = ops.get(QUEUE, {"partner": "ptn_acme"})
-    assert histogram(by_partner)["EUR-USDT"]["over-24h"] == 12
-    assert any("records_trade" in q["sql"] and "GROUP BY" in q["sql"] for q in captured)
+    grouped = [q["sql"] for q in captured if "GROUP BY" in q["sql"]]
+    assert len(grouped) == 1
+    assert "records_trade" not in grouped[0]
+    assert histogram(by_partner) == {
+        "EUR-USDT": {"under-1h": 0, "1-4h": 0, "4-24h": 0, "over-24h": 11},
+        "USD-USDC": {"under-1h": 0, "1-4h": 1, "4-24h": 0, "over-24h": 0},
+    }
+    assert histogram(ops.get(QUEUE, {"partner": "ptn_globex", "pool": "EUR-USDT"})) == {
+        "EUR-USDT": {"under-1h": 0, "1-4h": 0, "4-24h": 0, "over-24h": 1}
+    }
+    assert histogram(ops.get(QUEUE, {"partner": "ptn_nobody"})) == {}
 
 
 def test_the_queue_page_costs_the_same_queries_with_ten_times_the_stuck_trades(
