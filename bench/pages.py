@@ -272,6 +272,23 @@ def run(report, samples, admin_samples):
         "<=5 ms p50",
         (0.005, float("inf")),
     )
+    # Filtered by the partner with the most stuck trades: its histogram is
+    # kept per partner too, so this must not grow with them either.
+    most_stuck = (
+        stuck.order_by()
+        .values("order__partner__partner_id")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("order__partner__partner_id", flat=True)[:1]
+    )
+    for stuck_partner in most_stuck:
+        page_row(
+            "S3",
+            f"stuck queue, partner filter ({stuck_partner})",
+            [f"/queues/stuck?partner={stuck_partner}"] * samples,
+            "<=5 ms p50",
+            (0.005, float("inf")),
+        )
 
     # S6: lists with filters, the first page and a deep one.
     busiest = (
