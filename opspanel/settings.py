@@ -148,6 +148,15 @@ _db["CONN_HEALTH_CHECKS"] = True
 # While the database is away a request fails within seconds (lib/database.py
 # answers it 503 with Retry-After), instead of waiting on a connection.
 _db["OPTIONS"].setdefault("connect_timeout", 2)
+# Prepared statements: values bound by the server, and a statement run a
+# few times on a connection is planned once (psycopg's prepare_threshold,
+# which Django turns off for the sake of transaction-mode poolers). Planning
+# was a third to a half of PostgreSQL's time on the hot pages
+# (docs/decisions.md, "Prepared statements"). Off behind a pooler that
+# cannot carry them: DATABASE_PREPARED_STATEMENTS=0.
+if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+    _db["OPTIONS"].setdefault("server_side_binding", True)
+    _db["OPTIONS"].setdefault("prepare_threshold", 5)
 if not env_bool("DATABASE_POOL_DISABLED", False):
     _db["OPTIONS"]["pool"] = {
         "min_size": int(env("DATABASE_POOL_MIN", "1")),

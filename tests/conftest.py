@@ -1,6 +1,7 @@
 import base64
 import io
 import os
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
@@ -9,6 +10,7 @@ import pgtrigger
 import pytest
 import stamina
 from django.core.management import call_command
+from django.db import connection
 from django.test import TransactionTestCase
 from standardwebhooks.webhooks import Webhook
 
@@ -104,13 +106,30 @@ def admin(client, admin_user):
     return client
 
 
+@contextmanager
+def client_side_binding():
+    """Django's client-side binding cursor on the default connection for a while."""
+    from django.db.backends.postgresql.base import Cursor
+
+    connection.ensure_connection()
+    raw = connection.connection
+    factory, raw.cursor_factory = raw.cursor_factory, Cursor
+    try:
+        yield
+    finally:
+        raw.cursor_factory = factory
+
+
 def _flush_with_ledger(flush):
     """pytest-django empties the database after a transactional test with
     TRUNCATE, which the append-only ledger refuses (``test_records`` shows
     it). Lift the refusal for that clean-up only, nowhere else."""
 
     def teardown(self):
-        with pgtrigger.ignore("records.LedgerEntry:ledger_no_truncate"):
+        # pgtrigger.ignore prefixes a parameterised statement to each query,
+        # which PostgreSQL refuses with server-side binding (the app's
+        # default): this clean-up binds client-side.
+        with client_side_binding(), pgtrigger.ignore("records.LedgerEntry:ledger_no_truncate"):
             flush(self)
 
     return teardown

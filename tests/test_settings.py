@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 from django.core.checks import run_checks
 
@@ -107,3 +108,21 @@ def test_gunicorn_runs_threaded_workers_that_freeze_what_they_loaded():
         assert gc.get_freeze_count() > before
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.django_db
+def test_a_statement_run_often_is_prepared_and_its_values_bound_by_the_server():
+    from django.db import connection
+
+    from records.models import Partner
+
+    for _ in range(6):
+        assert not Partner.objects.filter(partner_id="ptn_nobody").exists()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s",
+            ['%FROM "records_partner"%'],
+        )
+        prepared = [row[0] for row in cursor.fetchall()]
+    # Server-side binding: the value is a parameter ($1), not a literal.
+    assert any("$1" in statement and "ptn_nobody" not in statement for statement in prepared)
