@@ -32,7 +32,7 @@ class OrderFilter(filters.FilterSet):
     def filter_id_prefix(self, queryset, name, value):
         # Any id of the order, of every kind the search box knows, through
         # the search's own index: ids in collation "C" make LIKE 'prefix%'
-        # one range scan (PostgreSQL picks identifier_unique_per_order, which
+        # one range scan (PostgreSQL picks identifier_unique, which
         # leads with value and carries order_id: index-only). The search
         # links here when a prefix matches more than it lists.
         return queryset.filter(

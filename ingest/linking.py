@@ -124,15 +124,10 @@ def _upsert_identifiers(identifiers):
         WITH rows AS (
             SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[])
                    AS u({columns})
-        ), known AS (
+        ), added AS (
             INSERT INTO {table} ({columns})
-            SELECT * FROM rows WHERE order_id IS NOT NULL
-            ON CONFLICT (value, kind, partner_id, order_id) WHERE order_id IS NOT NULL
-            DO NOTHING
-        ), waiting AS (
-            INSERT INTO {table} ({columns})
-            SELECT * FROM rows WHERE order_id IS NULL
-            ON CONFLICT (value, kind, partner_id) WHERE order_id IS NULL DO NOTHING
+            SELECT * FROM rows
+            ON CONFLICT (value, kind, partner_id, order_id) DO NOTHING
         )
         DELETE FROM {table} i USING rows r
          WHERE i.order_id IS NULL AND r.order_id IS NOT NULL
@@ -206,8 +201,7 @@ def _link_identifiers(source, join, keys):
         )
         INSERT INTO {identifiers} ({columns})
         SELECT value, kind, partner_id, order_id, '' FROM waiting
-        ON CONFLICT (value, kind, partner_id, order_id) WHERE order_id IS NOT NULL
-        DO NOTHING
+        ON CONFLICT (value, kind, partner_id, order_id) DO NOTHING
         """).format(
             identifiers=IDENTIFIER_INSERT.table,
             columns=IDENTIFIER_INSERT.names,

@@ -1,7 +1,7 @@
 """Find orders from whatever a support agent pastes.
 
 One indexed query on ``records.Identifier`` answers any id or id prefix
-(``identifier_value_idx`` leads with ``value`` in collation "C", so ``=``
+(``identifier_unique`` leads with ``value`` in collation "C", so ``=``
 and ``LIKE 'prefix%'`` are range scans; Django escapes ``_`` and ``%`` in
 ``startswith``). Partner ids and pools are filters, not orders: alone or
 inside a pasted ticket, each opens its list.
@@ -193,7 +193,7 @@ def _identifiers():
 
 # What ``_identifiers()`` reads, as one plain statement (``lib.rawsql``):
 # the search box's whole answer for one value is this range scan of
-# identifier_value_idx, and the ORM took several times the query's own
+# identifier_unique, and the ORM took several times the query's own
 # time to build it.
 PAGE_SQL = f"""
 SELECT {columns("i", Identifier)}, {columns("o", Order)}, {columns("p", Partner)}
@@ -246,7 +246,7 @@ def _first_page(value, *, prefix):
     if len(found) <= MAX_MATCHES:
         return found, None
     # Counted only when cut, and only so far: the subquery stops at
-    # COUNT_BOUND + 1 rows of the same range scan of identifier_value_idx
+    # COUNT_BOUND + 1 rows of the same range scan of identifier_unique
     # (index-only: it reads ``value``), however common the prefix.
     matching = {"value__startswith" if prefix else "value": value}
     counted = Identifier.objects.filter(**matching).values("value")[: COUNT_BOUND + 1].count()

@@ -549,8 +549,9 @@ class LedgerEntry(models.Model):
 class Identifier(models.Model):
     """The one index behind the search box: every searchable id -> its order.
 
-    Served by ``identifier_value_idx`` (collation "C"): ``value = %s`` and
-    ``value LIKE 'prefix%'`` are both range scans of it.
+    Served by ``identifier_unique`` (collation "C"), which leads with
+    ``value``: ``value = %s`` and ``value LIKE 'prefix%'`` are both range
+    scans of it, in ``value, kind`` order.
 
     One row per id and order: a partner that reuses an idempotency key for
     two orders is found at both. An id whose order is not known yet (its
@@ -580,19 +581,20 @@ class Identifier(models.Model):
 
     class Meta:
         constraints = [
+            # One row per id and order, and one waiting row (order null) per
+            # id: NULLS NOT DISTINCT makes the null order one value. The one
+            # index every row is in besides the primary key: it serves the
+            # search (see above) and the orders list's id filter (index-only:
+            # it carries order_id). A unique index for each half and a plain
+            # one on value put each row in three indexes with the primary
+            # key; the import writes about two rows an event.
             models.UniqueConstraint(
                 fields=["value", "kind", "partner_id", "order"],
-                condition=Q(order__isnull=False),
-                name="identifier_unique_per_order",
-            ),
-            models.UniqueConstraint(
-                fields=["value", "kind", "partner_id"],
-                condition=Q(order__isnull=True),
-                name="identifier_unique_waiting",
+                nulls_distinct=False,
+                name="identifier_unique",
             ),
         ]
         indexes = [
-            models.Index(fields=["value"], name="identifier_value_idx"),
             models.Index(
                 fields=["link_key"],
                 condition=Q(order__isnull=True),

@@ -348,7 +348,7 @@ def test_a_cut_prefix_costs_one_query_more_than_a_whole_one(
     support, sixty_trades, django_assert_max_num_queries
 ):
     # The seven of a lookup, plus the bounded count (an index-only range scan
-    # of identifier_value_idx that stops at COUNT_BOUND + 1 rows) that only a
+    # of identifier_unique that stops at COUNT_BOUND + 1 rows) that only a
     # page cut short needs.
     with django_assert_max_num_queries(8):
         response = support.get("/search", {"q": "pt_live_P"})
