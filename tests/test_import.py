@@ -270,6 +270,17 @@ def test_a_waiting_id_gives_way_to_the_row_that_knows_its_order(tmp_path):
     assert rows[0].order == Trade.objects.get(transact_id="pt_live_TWIN1").order
 
 
+def test_a_waiting_id_brought_again_before_its_trade_is_held_once(tmp_path):
+    # Its order is null both times: identifier_unique counts a null order as
+    # one value (NULLS NOT DISTINCT), as the partial unique index did.
+    import_events(tmp_path, envelopes.ledger("ledger_wait_1", transact_id="pt_live_WAIT1"))
+    import_events(tmp_path, envelopes.ledger("ledger_wait_1", transact_id="pt_live_WAIT1"))
+
+    rows = list(Identifier.objects.filter(value="ledger_wait_1"))
+    assert len(rows) == 1
+    assert rows[0].order is None
+
+
 @pytest.mark.parametrize(
     "content",
     [b"\x1f\x8b not gzip at all\n", gzip.compress(b'{"id": "evt_1"}\n' * 50)[:-12]],
