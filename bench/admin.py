@@ -6,7 +6,7 @@ counts included), and the bare SQL of the best index.
   over six id fields of ``Trade`` (``icontains``: ``UPPER(..) LIKE '%x%'``),
   and over the identifier index's ``value`` the same way;
 - tuned: the identifier index searched by exact ``value = %s`` (answered by
-  ``identifier_value_idx``) and ``show_full_result_count`` off;
+  ``identifier_unique``, which leads with it) and ``show_full_result_count`` off;
 - bare SQL: the tuned admin's lookup by itself, one statement on the index.
 """
 
@@ -43,7 +43,7 @@ class StockIdentifierAdmin(admin.ModelAdmin):
 class TunedIdentifierAdmin(admin.ModelAdmin):
     """``search_fields = ["=value"]`` would be ``iexact`` (``UPPER(value) =
     UPPER(%s)``, a Seq Scan): the tuning is a case-sensitive ``value = %s``,
-    which ``identifier_value_idx`` answers, and no full count."""
+    which ``identifier_unique`` answers (it leads with ``value``), and no full count."""
 
     list_display = ("value", "kind", "partner_id", "order_id")
     search_fields = ("value",)
