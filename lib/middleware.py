@@ -1,6 +1,12 @@
 """Request hygiene that holds for every page."""
 
+from csp.constants import HEADER, HEADER_REPORT_ONLY
+from csp.middleware import CheckableLazyObject, CSPMiddleware
+from csp.utils import build_policy
+from django.conf import settings
 from django.core.exceptions import BadRequest
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import Http404
 
 from . import database, errors
@@ -36,3 +42,61 @@ class DatabaseAwayMiddleware:
         if request.path_info != "/healthz" and database.known_away():
             return errors.database_unavailable(request)
         return self.get_response(request)
+
+
+_POLICIES = {}  # report_only -> (header value, excluded path prefixes), for this process
+# What makes a response's policy its own (django-csp's decorators set these).
+_OWN_POLICY = tuple(
+    name + suffix
+    for name in ("_csp_config", "_csp_update", "_csp_replace")
+    for suffix in ("", "_ro")
+)
+
+
+@receiver(setting_changed)
+def _forget_policies(setting, **kwargs):
+    if setting.startswith("CONTENT_SECURITY_POLICY") or setting == "DEBUG":
+        _POLICIES.clear()
+
+
+def _policy(report_only):
+    if report_only not in _POLICIES:
+        name = "CONTENT_SECURITY_POLICY" + ("_REPORT_ONLY" if report_only else "")
+        prefixes = (getattr(settings, name, None) or {}).get("EXCLUDE_URL_PREFIXES") or ()
+        _POLICIES[report_only] = (build_policy(report_only=report_only), tuple(prefixes))
+    return _POLICIES[report_only]
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware, with the header written once per process.
+
+    django-csp builds the policy string from the settings on every response
+    (~40% of the middleware's time on the webhook, issue 14). The panel's
+    policy uses no nonce and no per-view policy, so the string is the same
+    on every response: made once, and again only if a test changes the
+    settings. A response that does carry its own policy (a ``csp_update``
+    or ``csp_replace`` decorator), a request that drew a nonce, or DEBUG
+    goes through django-csp's own code, unchanged."""
+
+    def process_response(self, request, response):
+        if (
+            settings.DEBUG
+            or getattr(request, "_csp_nonce", None) is not None
+            or any(hasattr(response, name) for name in _OWN_POLICY)
+        ):
+            return super().process_response(request, response)
+        for report_only, header, exempt in (
+            (False, HEADER, "_csp_exempt"),
+            (True, HEADER_REPORT_ONLY, "_csp_exempt_ro"),
+        ):
+            policy, excluded = _policy(report_only)
+            if (
+                policy
+                and header not in response
+                and getattr(response, exempt, False) is False
+                and not request.path_info.startswith(excluded)
+            ):
+                response[header] = policy
+        # As django-csp does: a nonce asked for after the header is written is an error.
+        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
+        return response

@@ -95,6 +95,33 @@ def test_pages_carry_a_strict_content_security_policy(client, support_user):
     assert "frame-ancestors 'none'" in policy
 
 
+def test_the_policy_header_is_written_once_per_process_not_built_per_response(
+    client, support_user, monkeypatch
+):
+    """lib.middleware.ContentSecurityPolicyMiddleware: django-csp's own
+    middleware built the same string from the settings on every response."""
+    import csp.middleware
+    from csp.utils import build_policy
+
+    built = []
+    monkeypatch.setattr(
+        csp.middleware, "build_policy", lambda **kw: built.append(kw) or build_policy(**kw)
+    )
+    client.force_login(support_user)
+
+    policies = {client.get(url)["Content-Security-Policy"] for url in ("/", "/", "/healthz")}
+
+    assert policies == {build_policy()}
+    assert built == []
+
+
+def test_a_changed_policy_setting_is_written_at_the_next_response(client, settings):
+    client.get("/accounts/login/")
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"]}}
+
+    assert client.get("/accounts/login/")["Content-Security-Policy"] == "default-src 'none'"
+
+
 def test_htmx_polling_does_not_keep_an_idle_session_alive(client, support_user, time_machine):
     from django.contrib.sessions.models import Session
 
