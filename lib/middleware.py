@@ -8,6 +8,7 @@ from django.core.exceptions import BadRequest
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import Http404
+from django.urls import get_resolver
 
 from . import database, errors
 
@@ -99,4 +100,55 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
                 response[header] = policy
         # As django-csp does: a nonce asked for after the header is written is an error.
         request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
+        return response
+
+
+# The machine endpoints (URL name -> the one method its view takes): a
+# sender with a signature, a bearer token or a health probe, never a person.
+MACHINE_ENDPOINTS = {"webhook": "POST", "keys_verify": "POST", "healthz": "GET"}
+
+
+class MachineEndpointsMiddleware:
+    """Answer the machine endpoints straight from their views, before the
+    page middleware (next after ``SecurityMiddleware``, whose headers they keep).
+
+    A webhook, a key check or a health probe reads no session, user, CSRF
+    token or message and is no page to frame or to give a policy; running
+    the dozen middleware of a page around them was ~a fifth of a webhook's
+    CPU (issue 14). What stays: the 503 with Retry-After while PostgreSQL is
+    known to be away (not for /healthz, which always asks for real), the
+    Content-Length that ``CommonMiddleware`` sets. Their own answers (JSON
+    refusals) are the views'; an exception is answered by the handlers as
+    before (500, or 503 when the database went away). Anything else about
+    such a request (another method, whose 405 becomes a page; any query
+    string, where a NUL is refused) goes the usual way through every
+    middleware.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self._routes = {}  # ROOT_URLCONF -> {path: (ResolverMatch, method)}
+
+    def _routes_of(self, urlconf):
+        routes = self._routes.get(urlconf)
+        if routes is None:
+            routes = {}
+            resolver = get_resolver(urlconf)
+            for name, method in MACHINE_ENDPOINTS.items():
+                path = "/" + resolver.reverse(name)  # path_info: no script prefix
+                routes[path] = (resolver.resolve(path), method)
+            self._routes[urlconf] = routes
+        return routes
+
+    def __call__(self, request):
+        route = self._routes_of(settings.ROOT_URLCONF).get(request.path_info)
+        if route is None or request.method != route[1] or request.META.get("QUERY_STRING"):
+            return self.get_response(request)
+        match = route[0]
+        if match.url_name != "healthz" and database.known_away():
+            return errors.database_unavailable(request)
+        request.resolver_match = match
+        response = match.func(request, *match.args, **match.kwargs)
+        if not response.streaming and not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
         return response

@@ -76,6 +76,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The webhook, the key check and /healthz: straight to their views, past
+    # the page middleware below (no session, user, CSRF, CSP or framing).
+    "lib.middleware.MachineEndpointsMiddleware",
     "lib.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # PostgreSQL known to be away: 503 at once, before anything reads it.
