@@ -3,7 +3,7 @@
 kombu's Redis channel makes a new ``redis.Redis`` object for every command
 it sends outside a consumer (``conn_or_acquire``): a publish, a queue's size,
 a purge. Building one copies redis-py's table of ~170 response callbacks, a
-third of what publishing a task cost the webhook (issue 14). The client
+fifth of what publishing a task cost the webhook (issue 14). The client
 holds no connection of its own (it borrows one from the channel's pool for
 each command, as before), so one client per channel is kept and made again
 when the channel's pool is (a channel closed after a connection error gets a

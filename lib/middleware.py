@@ -1,4 +1,5 @@
-"""Request hygiene that holds for every page."""
+"""Request hygiene that holds for every page; the CSP header; the machine
+endpoints' short way past the page middleware."""
 
 from csp.constants import HEADER, HEADER_REPORT_ONLY
 from csp.middleware import CheckableLazyObject, CSPMiddleware
@@ -114,8 +115,8 @@ class MachineEndpointsMiddleware:
 
     A webhook, a key check or a health probe reads no session, user, CSRF
     token or message and is no page to frame or to give a policy; running
-    the dozen middleware of a page around them was ~a fifth of a webhook's
-    CPU (issue 14). What stays: the 503 with Retry-After while PostgreSQL is
+    the dozen middleware of a page around them was ~15% of a webhook's CPU
+    (issue 14). What stays: the 503 with Retry-After while PostgreSQL is
     known to be away (not for /healthz, which always asks for real), the
     Content-Length that ``CommonMiddleware`` sets. Their own answers (JSON
     refusals) are the views'; an exception is answered by the handlers as
