@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
+from lib import broker
 from records.models import WebhookEvent
 
 from . import pipeline
@@ -30,10 +31,7 @@ def ping_broker():
     # current_app, not opspanel.celery.app: the product does not import the
     # wiring. Celery's Django fixup makes that app the default in every
     # thread, so the web process and the worker both get it.
-    with current_app.connection_for_write() as conn:
-        # One more try at once, not after kombu's default 2 s pause: a health
-        # check answers fast, and a refused connection is refused.
-        conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+    broker.ping(current_app)
 
 
 def _apply(pks):

@@ -76,7 +76,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # The webhook, the key check and /healthz: straight to their views, past
+    # the page middleware below (no session, user, CSRF, CSP or framing).
+    "lib.middleware.MachineEndpointsMiddleware",
+    "lib.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # PostgreSQL known to be away: 503 at once, before anything reads it.
     "lib.middleware.DatabaseAwayMiddleware",
@@ -257,6 +260,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {"visibility_timeout": 3600} if CELERY_BROKER_URL.startswith("redis") else {}
 )
+# A redis:// broker: kombu's Redis transport, keeping one client per channel
+# instead of building one per publish (lib/broker.py says why).
+if CELERY_BROKER_URL.startswith("redis://"):
+    CELERY_BROKER_TRANSPORT = "lib.broker:Transport"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A webhook must answer even when the broker is away (the sweep catches up):
 # give up publishing quickly instead of holding the request.

@@ -150,3 +150,30 @@ def test_a_send_that_fails_for_a_bug_is_an_error_and_does_not_pause_other_sends(
     assert not broker_known_down()
     assert [r.levelname for r in caplog.records if r.name == "lib.tasks"] == ["ERROR"]
     assert "not a broker problem" in caplog.text
+
+
+@pytest.mark.skipif(
+    not app.conf.broker_url.startswith("redis://"), reason="kombu's Redis transport only"
+)
+def test_publishing_reuses_the_channels_redis_client(client, worker, monkeypatch):
+    """lib/broker.py: kombu built a new Redis client for every publish."""
+    import threading
+
+    import redis
+
+    built = []
+    init = redis.Redis.__init__
+
+    def counting(self, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            built.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "__init__", counting)
+    sent = [envelopes.trade("reserved", transact_id=f"pt_live_REUSE{n}") for n in range(4)]
+    assert post_event(client, sent[0]).status_code == 202  # the channel's own client
+    built.clear()
+
+    assert [post_event(client, envelope).status_code for envelope in sent[1:]] == [202] * 3
+    assert built == []
+    assert wait_for(lambda: WebhookEvent.objects.filter(state="processed").count() == len(sent))

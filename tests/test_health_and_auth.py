@@ -1,5 +1,12 @@
+import socket
+import threading
+from contextlib import contextmanager, suppress
+from urllib.parse import urlsplit
+
 import pytest
 
+from lib.tasks import broker_recovered
+from opspanel.celery import app
 from tests.conftest import PASSWORD
 from tests.test_celery_integration import broker_unreachable
 
@@ -22,6 +29,90 @@ def test_healthz_is_503_when_the_broker_is_down(client):
     assert body["status"] == "down"
     assert body["database"] == "ok"
     assert body["broker"].startswith("down")
+
+
+class Forwarder:
+    """A TCP relay to the broker that can be cut off and started again on its port."""
+
+    def __init__(self, target):
+        self.target = target
+        self.port = 0
+        self.connections = 0
+        self.sockets = []
+
+    def start(self):
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self.port = listener.getsockname()[1]
+        self.sockets = [listener]
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self):
+        for each in self.sockets:
+            with suppress(OSError):
+                each.shutdown(socket.SHUT_RDWR)
+            each.close()
+
+    def _accept(self, listener):
+        while True:
+            try:
+                near, _ = listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(self.target)
+            self.connections += 1
+            self.sockets += [near, far]
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+
+@contextmanager
+def broker_through(relay):
+    saved = app.conf.broker_url, app.conf.broker_write_url
+    url = urlsplit(saved[0])
+    relay.target = (url.hostname, url.port or 6379)
+    relay.start()
+    app.conf.broker_url = app.conf.broker_write_url = url._replace(
+        netloc=f"127.0.0.1:{relay.port}"
+    ).geturl()
+    app._pool = None
+    app.amqp._producer_pool = None
+    try:
+        yield relay
+    finally:
+        relay.stop()
+        app.conf.broker_url, app.conf.broker_write_url = saved
+        app._pool = None
+        app.amqp._producer_pool = None
+        broker_recovered()
+
+
+@pytest.mark.skipif(
+    not app.conf.broker_url.startswith("redis://"), reason="kombu's Redis transport only"
+)
+def test_healthz_keeps_its_broker_connection_and_still_asks_the_broker_each_time(client):
+    with broker_through(Forwarder(None)) as relay:
+        assert client.get("/healthz").status_code == 200
+        connected = relay.connections
+        assert [client.get("/healthz").status_code for _ in range(3)] == [200] * 3
+        assert relay.connections == connected  # no new connection per check
+
+        relay.stop()  # the broker goes away (its connections cut)
+        down = client.get("/healthz")
+        relay.start()  # and comes back on the same address
+        back = client.get("/healthz")
+
+    assert down.status_code == 503
+    assert down.json()["broker"].startswith("down")
+    assert back.status_code == 200
 
 
 def test_every_page_asks_for_sign_in(client):
@@ -93,6 +184,33 @@ def test_pages_carry_a_strict_content_security_policy(client, support_user):
     assert "script-src 'self'" in policy
     assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
     assert "frame-ancestors 'none'" in policy
+
+
+def test_the_policy_header_is_written_once_per_process_not_built_per_response(
+    client, support_user, monkeypatch
+):
+    """lib.middleware.ContentSecurityPolicyMiddleware: django-csp's own
+    middleware built the same string from the settings on every response."""
+    import csp.middleware
+    from csp.utils import build_policy
+
+    built = []
+    monkeypatch.setattr(
+        csp.middleware, "build_policy", lambda **kw: built.append(kw) or build_policy(**kw)
+    )
+    client.force_login(support_user)
+
+    policies = {client.get(url)["Content-Security-Policy"] for url in ("/", "/", "/search")}
+
+    assert policies == {build_policy()}
+    assert built == []
+
+
+def test_a_changed_policy_setting_is_written_at_the_next_response(client, settings):
+    client.get("/accounts/login/")
+    settings.CONTENT_SECURITY_POLICY = {"DIRECTIVES": {"default-src": ["'none'"]}}
+
+    assert client.get("/accounts/login/")["Content-Security-Policy"] == "default-src 'none'"
 
 
 def test_htmx_polling_does_not_keep_an_idle_session_alive(client, support_user, time_machine):

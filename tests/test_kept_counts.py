@@ -254,6 +254,27 @@ def test_a_signed_in_page_reads_the_session_and_the_user_with_their_role_once(su
     assert "auth_user" in auth[1] and "auth_group" in auth[1]
 
 
+def test_the_user_is_read_by_a_plain_statement_into_what_the_orm_would_make(
+    support, support_user, monkeypatch
+):
+    """accounts.backends: Manager.raw() worked out its columns and the
+    model's init order on every request."""
+    from django.contrib.auth.models import User
+    from django.db.models.query import RawQuerySet
+
+    from accounts.backends import RoleModelBackend
+
+    monkeypatch.setattr(RawQuerySet, "__iter__", lambda self: pytest.fail("a RawQuerySet"))
+    assert support.get("/orders/").status_code == 200
+
+    read, orm = RoleModelBackend().get_user(support_user.pk), User.objects.get(pk=support_user.pk)
+    assert [getattr(read, f.attname) for f in User._meta.concrete_fields] == [
+        getattr(orm, f.attname) for f in User._meta.concrete_fields
+    ]
+    assert (read._state.db, read._state.adding) == (orm._state.db, False)
+    assert read.get_session_auth_hash() == orm.get_session_auth_hash()
+
+
 def test_signing_out_ends_the_session_for_every_process_at_once(client, support_user):
     from django.test import Client
 

@@ -270,6 +270,31 @@ def test_webhook_needs_no_session_and_no_csrf_token(client):
     assert "sessionid" not in response.cookies
 
 
+def test_a_signed_in_browsers_cookie_costs_the_webhook_no_session_or_user_read(
+    client, support_user, django_assert_num_queries
+):
+    """lib.middleware.MachineEndpointsMiddleware: the page middleware read the
+    session and the user of any cookie sent (to decide on Cache-Control)."""
+    client.force_login(support_user)
+
+    # The event's INSERT goes to psycopg itself (ingest/sql.py), unseen here:
+    # any query Django sees would be the session's or the user's.
+    with django_assert_num_queries(0):
+        response = post_event(client, envelopes.trade("reserved"))
+
+    assert response.status_code == 202
+
+
+def test_machine_answers_keep_the_security_headers_not_the_pages(client):
+    response = post_event(client, envelopes.trade("reserved"))
+
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Content-Length"] == str(len(response.content))
+    # A JSON answer to a sender is no page to frame or to give a script policy.
+    assert "Content-Security-Policy" not in response
+    assert "X-Frame-Options" not in response
+
+
 def test_get_is_405(client):
     assert client.get("/webhooks/0pools").status_code == 405
 
