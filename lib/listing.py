@@ -45,6 +45,11 @@ class Listing:
     # The engine of ``table`` and ``summary``: "jinja2" for the hot lists
     # (opspanel/jinja2.py says why).
     engine: str = "django"
+    # ``page(filterset, after, size)`` -> (rows, has_next): the keyset page
+    # read another way than ``paging.keyset_page`` of ``filterset.qs``, the
+    # same rows in the same order (the stuck queue's is plain SQL). The CSV
+    # still reads ``filterset.qs``.
+    page: Callable | None = None
 
 
 def show_list(request, listing):
@@ -64,9 +69,12 @@ def show_list(request, listing):
     if valid:
         # An invalid filter shows its error and no rows: the unfiltered list
         # under a filter form would pass for the answer to the question.
-        rows, has_next = keyset_page(
-            filterset.qs, listing.time_field, after, per_page, oldest_first=listing.oldest_first
-        )
+        if listing.page:
+            rows, has_next = listing.page(filterset, after, per_page)
+        else:
+            rows, has_next = keyset_page(
+                filterset.qs, listing.time_field, after, per_page, oldest_first=listing.oldest_first
+            )
         listing.link(rows)
 
     # Links keep the filters as asked (and a chosen page size), minus empty
