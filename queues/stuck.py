@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from accounts.permissions import Action
 from actions.models import Run
+from lib.rawsql import columns, fetch
 from records.models import Pool, Trade
 
 
@@ -191,13 +192,22 @@ def kept_histogram(
 # Plain SQL: the ORM spent longer building the JSON lookup than the
 # database spent answering it, on every load of the queue.
 LAST_SCHEDULED_SQL = f"""
-SELECT * FROM {Run._meta.db_table}
- WHERE action = %s AND user_id IS NULL AND params -> 'scheduled' = 'true'::jsonb
- ORDER BY created_at DESC
+SELECT {columns("r", Run)} FROM {Run._meta.db_table} r
+ WHERE r.action = %s AND r.user_id IS NULL AND r.params -> 'scheduled' = 'true'::jsonb
+ ORDER BY r.created_at DESC
  LIMIT 1
-"""  # noqa: S608 - the table name is the model's
+"""  # noqa: S608 - table and column names from the models
 
 
 def last_scheduled_repoll():
     """The beat job's newest run (``tasks.repoll_stuck_trades``); ``run_action_created_idx``."""
-    return next(iter(Run.objects.raw(LAST_SCHEDULED_SQL, [Action.BULK_REPOLL])), None)
+    return next((run for (run,) in fetch(LAST_SCHEDULED_SQL, [Action.BULK_REPOLL], Run)), None)
+
+
+# Every pool, in Pool's order; plain SQL (``lib.rawsql``), as above.
+POOLS_SQL = f"SELECT {columns('p', Pool)} FROM records_pool p ORDER BY p.pool_id"  # noqa: S608
+
+
+def all_pools():
+    """``list(Pool.objects.all())``: the queue's SLA table, and the histogram's window."""
+    return [pool for (pool,) in fetch(POOLS_SQL, [], Pool)]

@@ -63,7 +63,7 @@ def _histogram(filterset, now, pools):
 
 
 def _page_context(request, filterset):
-    pools = list(Pool.objects.all())
+    pools = stuck.all_pools()
     ages = _histogram(filterset, timezone.now(), pools)
     per_pool = {pool.pool_id: pool.total for pool in ages}
     return _abilities(request.user) | {
