@@ -105,6 +105,7 @@ STUCK = Listing(
     link=page.decorate,
     oldest_first=True,
     summary="queues/summary.html",
+    form_from_query=True,
     context=_page_context,
     page=page.page,
 )

@@ -129,3 +129,25 @@ def test_the_pages_are_the_same_text_as_the_orm_pages(
     assert len(plain) == {"": 4, "age=1-4h": 2}.get(query, 1)
     if not query:
         assert "olga-operations" in plain[1]
+
+
+@pytest.fixture
+def form_drawn_each_time(monkeypatch):
+    monkeypatch.setattr(views, "STUCK", dataclasses.replace(views.STUCK, form_from_query=False))
+
+
+@pytest.mark.parametrize(
+    "query", ["", "pool=USD-USDC&age=1-4h", "livemode=test&partner=ptn_sandbox", "age=forever"]
+)
+def test_the_kept_filter_form_is_the_form_drawn_for_the_query(
+    support, mixed, request, time_machine, query
+):
+    time_machine.move_to(datetime.now(UTC), tick=False)
+    kept = [normalised(support.get(f"{QUEUE}?{query}")) for _ in range(2)]
+    other = normalised(support.get(f"{QUEUE}?pool=GBP-USDT"))
+
+    request.getfixturevalue("form_drawn_each_time")
+
+    assert kept[0] == kept[1] == normalised(support.get(f"{QUEUE}?{query}"))
+    assert other == normalised(support.get(f"{QUEUE}?pool=GBP-USDT")) != kept[0]
+    assert 'value="GBP-USDT"' in other
