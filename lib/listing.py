@@ -10,6 +10,7 @@ oldest first, or exported whole as CSV (``exports``). The template is
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import render
 from django.template.loader import render_to_string
@@ -45,6 +46,15 @@ class Listing:
     # The engine of ``table`` and ``summary``: "jinja2" for the hot lists
     # (opspanel/jinja2.py says why).
     engine: str = "django"
+    # True when the filter form's markup follows from the query string
+    # alone (fixed choices, no database read, nothing from the user): it is
+    # drawn once per query and kept (``_filter_fields``).
+    form_from_query: bool = False
+    # ``page(filterset, after, size)`` -> (rows, has_next): the keyset page
+    # read another way than ``paging.keyset_page`` of ``filterset.qs``, the
+    # same rows in the same order (the stuck queue's is plain SQL). The CSV
+    # still reads ``filterset.qs``.
+    page: Callable | None = None
 
 
 def show_list(request, listing):
@@ -64,9 +74,12 @@ def show_list(request, listing):
     if valid:
         # An invalid filter shows its error and no rows: the unfiltered list
         # under a filter form would pass for the answer to the question.
-        rows, has_next = keyset_page(
-            filterset.qs, listing.time_field, after, per_page, oldest_first=listing.oldest_first
-        )
+        if listing.page:
+            rows, has_next = listing.page(filterset, after, per_page)
+        else:
+            rows, has_next = keyset_page(
+                filterset.qs, listing.time_field, after, per_page, oldest_first=listing.oldest_first
+            )
         listing.link(rows)
 
     # Links keep the filters as asked (and a chosen page size), minus empty
@@ -98,6 +111,8 @@ def show_list(request, listing):
     template = "lib/list.html"
     if request.htmx and not request.htmx.history_restore_request:
         template += "#results"
+    elif listing.form_from_query:
+        context["filter_fields"] = _filter_fields(listing, filterset, request.GET)
     response = render(request, template, context)
     if request.htmx:
         # The address bar gets the tidy query, not every empty form field.
@@ -110,6 +125,28 @@ def _render(template, listing, context, request):
     if not template:
         return ""
     return mark_safe(render_to_string(template, context, request, using=listing.engine))  # noqa: S308
+
+
+# Drawn filter forms, by listing and query (``Listing.form_from_query``): a
+# form was a fifth of the stuck queue's page, the same markup on every load.
+_FORMS = {}
+_FORMS_KEPT = 256  # queries; then the drawer starts afresh
+_NOT_FORM = ("after", "format", "per_page")  # drawn outside the form's fields
+
+
+def _filter_fields(listing, filterset, query):
+    """The filter form's fields as ``lib/list.html#filter-fields`` draws them,
+    kept per listing and query (outside DEBUG, where a template may change)."""
+    asked = tuple((name, tuple(values)) for name, values in query.lists() if name not in _NOT_FORM)
+    key = (listing.name, asked)
+    drawn = _FORMS.get(key)
+    if drawn is None:
+        drawn = render_to_string("lib/list.html#filter-fields", {"filters": filterset})
+        if not settings.DEBUG and len(repr(key)) < 1000:
+            if len(_FORMS) >= _FORMS_KEPT:
+                _FORMS.clear()
+            _FORMS[key] = drawn
+    return drawn
 
 
 def _query(params, **extra):

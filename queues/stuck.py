@@ -1,14 +1,13 @@
 """The stuck-reserved queue, read: trades in ``reserved`` longer than their pool's SLA.
 
-The set itself, its age bands and histogram, and what one page of it shows
-beside each trade (age, holder, last poll, last delivery), plus the last
-scheduled re-poll.
+The set itself, its age bands and histogram, and the last scheduled
+re-poll; one page of it, and what each row shows beside its trade, is
+``queues.page``.
 """
 
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.contrib.auth import get_user_model
 from django.db.models import (
     DateTimeField,
     DurationField,
@@ -21,14 +20,8 @@ from django.utils import timezone
 
 from accounts.permissions import Action
 from actions.models import Run
-from lib.formats import datetime_attr, duration, utc_text
 from lib.rawsql import columns, fetch
-from records.links import link
-from records.models import DeliveryAttempt, Pool, Trade, WebhookEvent, order_url
-
-from .models import Claim
-
-User = get_user_model()
+from records.models import Pool, Trade
 
 
 def stuck_trades(now=None):
@@ -196,119 +189,25 @@ def kept_histogram(
     ]
 
 
-# --- one page of the queue ------------------------------------------------------
-
-
-def last_polls(transact_ids):
-    """transact_id -> its newest status read (a ``poll`` event), one query.
-
-    A stuck trade gathers a read every few minutes, all kept: per trade, a
-    LIMIT 1 subquery walks ``event_subject_time_idx`` (subject_id,
-    created_at) backwards and stops at the newest read, instead of sorting
-    every read of every trade of the page (DISTINCT ON).
-    """
-    polls = WebhookEvent.objects.raw(LAST_POLLS_SQL, [list(transact_ids), WebhookEvent.Source.POLL])
-    return {event.subject_id: event for event in polls}
-
-
-# Plain SQL (``lib.rawsql`` says why), as ``last_deliveries`` below.
-LAST_POLLS_SQL = """
-SELECT e.id, e.event_id, e.subject_id, e.type, e.created_at
-FROM unnest(%s::text[]) AS t(transact_id)
-CROSS JOIN LATERAL (
-    SELECT e.id, e.event_id, e.subject_id, e.type, e.created_at FROM records_webhookevent e
-    WHERE e.subject_id = t.transact_id AND e.source = %s
-    ORDER BY e.created_at DESC, e.id DESC
-    LIMIT 1
-) e
-"""
-
-
-CLAIMS_SQL = f"""
-SELECT {columns("c", Claim)}, {columns("u", User)}
-  FROM actions_claim c JOIN {User._meta.db_table} u ON u.id = c.user_id
- WHERE c.trade_id = ANY(%s)
-"""  # noqa: S608 - table and column names from the models
-
-
-def holders(trade_pks):
-    """trade pk -> its claim, with the user who holds it; one query."""
-    found = {}
-    for claim, user in fetch(CLAIMS_SQL, [list(trade_pks)], Claim, User):
-        claim.user = user
-        found[claim.trade_id] = claim
-    return found
-
-
-LAST_DELIVERIES_SQL = """
-SELECT a.id, a.event_id, a.partner_id, a.attempt, a.response_status, a.duration_ms,
-       a.outcome, a.attempted_at, a.reported_by_id, t.transact_id
-FROM unnest(%s::text[]) AS t(transact_id)
-CROSS JOIN LATERAL (
-    SELECT a.* FROM records_webhookevent e
-    JOIN records_deliveryattempt a ON a.event_id = e.event_id
-    WHERE e.subject_id = t.transact_id
-    ORDER BY a.attempted_at DESC, a.id DESC
-    LIMIT 1
-) a
-"""
-
-
-def last_deliveries(transact_ids):
-    """transact_id -> the newest delivery attempt of any of its events, one query.
-
-    Per trade of the page (a LATERAL join): its events by ``subject_id``
-    (``event_subject_time_idx``), their attempts by ``event_id`` (indexed),
-    the newest kept. The cost follows the page's trades and their events,
-    never the size of the attempts table (a hash join of the whole table
-    was what the planner chose for the ORM's ``IN`` subquery).
-    """
-    if not transact_ids:
-        return {}
-    attempts = DeliveryAttempt.objects.raw(LAST_DELIVERIES_SQL, [list(transact_ids)])
-    return {attempt.transact_id: attempt for attempt in attempts}
-
-
-def decorate(rows, now=None):
-    """Give each trade of one page its age, timeline link, holder, last poll and
-    last delivery: three plain statements for the page, none per row."""
-    if not rows:
-        return
-    now = now or timezone.now()
-    ids = [trade.transact_id for trade in rows]
-    polls, deliveries = last_polls(ids), last_deliveries(ids)
-    claims = holders([trade.pk for trade in rows])
-    for trade in rows:
-        order = trade.order
-        trade.timeline = order_url(order.partner.partner_id, order.partner_reference)
-        trade.claim_url = link("queues:claim", trade.transact_id)
-        trade.unclaim_url = link("queues:unclaim", trade.transact_id)
-        trade.repoll_url = link("actions:repoll", trade.transact_id)
-        trade.age = duration(now - trade.reserved_at, smallest="min") if trade.reserved_at else ""
-        # The row's times, written once here rather than by a date filter each.
-        trade.reserved_attr = datetime_attr(trade.reserved_at)
-        trade.reserved_text = utc_text(trade.reserved_at, "", zone=False)
-        trade.holder = claims.get(trade.pk)
-        trade.last_poll = polls.get(trade.transact_id)
-        trade.last_delivery = deliveries.get(trade.transact_id)
-        for done in (trade.last_poll, trade.last_delivery):
-            if done is not None:
-                done.url = link("browse:event", done.event_id)
-                moment = getattr(done, "created_at", None) or done.attempted_at
-                done.ago = duration(now - moment, smallest="min")
-                done.at_attr, done.at_text = datetime_attr(moment), utc_text(moment, zone=False)
-
-
 # Plain SQL: the ORM spent longer building the JSON lookup than the
 # database spent answering it, on every load of the queue.
 LAST_SCHEDULED_SQL = f"""
-SELECT * FROM {Run._meta.db_table}
- WHERE action = %s AND user_id IS NULL AND params -> 'scheduled' = 'true'::jsonb
- ORDER BY created_at DESC
+SELECT {columns("r", Run)} FROM {Run._meta.db_table} r
+ WHERE r.action = %s AND r.user_id IS NULL AND r.params -> 'scheduled' = 'true'::jsonb
+ ORDER BY r.created_at DESC
  LIMIT 1
-"""  # noqa: S608 - the table name is the model's
+"""  # noqa: S608 - table and column names from the models
 
 
 def last_scheduled_repoll():
     """The beat job's newest run (``tasks.repoll_stuck_trades``); ``run_action_created_idx``."""
-    return next(iter(Run.objects.raw(LAST_SCHEDULED_SQL, [Action.BULK_REPOLL])), None)
+    return next((run for (run,) in fetch(LAST_SCHEDULED_SQL, [Action.BULK_REPOLL], Run)), None)
+
+
+# Every pool, in Pool's order; plain SQL (``lib.rawsql``), as above.
+POOLS_SQL = f"SELECT {columns('p', Pool)} FROM records_pool p ORDER BY p.pool_id"  # noqa: S608
+
+
+def all_pools():
+    """``list(Pool.objects.all())``: the queue's SLA table, and the histogram's window."""
+    return [pool for (pool,) in fetch(POOLS_SQL, [], Pool)]

@@ -21,7 +21,7 @@ from lib.errors import found_or_404
 from lib.listing import Listing, show_list
 from records.models import Pool
 
-from . import services, stuck
+from . import page, services, stuck
 from .charts import draw_histogram
 from .filters import StuckFilter
 from .forms import BULK_ACTIONS, BulkForm, ClaimForm, PoolSlaForm
@@ -63,7 +63,7 @@ def _histogram(filterset, now, pools):
 
 
 def _page_context(request, filterset):
-    pools = list(Pool.objects.all())
+    pools = stuck.all_pools()
     ages = _histogram(filterset, timezone.now(), pools)
     per_pool = {pool.pool_id: pool.total for pool in ages}
     return _abilities(request.user) | {
@@ -75,21 +75,13 @@ def _page_context(request, filterset):
     }
 
 
-# What a row shows (templates/jinja2/queues/stuck_row.html, ``stuck.decorate``):
-# a trade has two dozen columns, and loading them all was a fifth of the page.
-ROW_FIELDS = (
-    "transact_id", "status", "livemode", "reserved_at", "amount_value", "amount_currency",
-    "order__partner_reference", "order__partner__partner_id", "pool__pool_id",
-    "pool__sla_minutes",
-)  # fmt: skip
-
 STUCK = Listing(
     name="stuck",
     title="Stuck in reserved",
     filterset=StuckFilter,
-    # Claims are read by ``stuck.decorate`` for the page's rows: two more
-    # joins cost the planner more than the query (a millisecond a page).
-    queryset=lambda: stuck.stuck_trades().only(*ROW_FIELDS),
+    # The CSV's and the bulk runs' set; a page is read by ``page.page``
+    # (plain SQL), and what its rows show beside the trade by ``page.decorate``.
+    queryset=stuck.stuck_trades,
     time_field="reserved_at",
     table="queues/stuck.html",
     engine="jinja2",
@@ -110,10 +102,12 @@ STUCK = Listing(
         ("claimedBy", "claim__user__username"),
         ("claimedAt", "claim__claimed_at"),
     ],
-    link=stuck.decorate,
+    link=page.decorate,
     oldest_first=True,
     summary="queues/summary.html",
+    form_from_query=True,
     context=_page_context,
+    page=page.page,
 )
 
 
@@ -135,7 +129,7 @@ def _claim_answer(request, trade, refused=None):
             messages.error(request, refused)
         return redirect("queues:stuck")
     trade = get_trade_for_user(request.user, trade.transact_id)
-    stuck.decorate([trade])
+    page.decorate([trade])
     context = _abilities(request.user) | {"trade": trade, "refused": refused}
     # 200 even when refused: htmx swaps only 2xx answers, and the row says why.
     return render(request, "queues/stuck_row.html", context, using="jinja2")

@@ -1,0 +1,153 @@
+"""The stuck queue's page read as plain SQL (``queues.page``) shows what the ORM read shows."""
+
+import dataclasses
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from queues import views
+from queues.filters import StuckFilter
+from queues.models import Claim
+from queues.stuck import stuck_trades
+from records.models import Trade
+from tests.test_queue import QUEUE, H, M, iso, next_link, reserved, shown
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """Stuck trades across pools, partners, modes and every age band, three of
+    them reserved in the same second (the cursor's tie-break on id)."""
+    from tests.helpers import import_events
+
+    same = iso(datetime.now(UTC) - 3 * H)
+    tied = [{"status": "reserved", "at": same}]
+    import_events(
+        tmp_path,
+        reserved("pt_live_P01", 20 * M),
+        reserved("pt_live_P02", 40 * M, partner="ptn_globex"),
+        reserved("pt_test_P03", 50 * M, pool="USD-USDC", partner="ptn_sandbox"),
+        reserved("pt_live_P04", 2 * H, pool="GBP-USDT"),
+        reserved("pt_live_P05", 3 * H, history=tied),
+        reserved("pt_live_P06", 3 * H, history=tied, partner="ptn_globex"),
+        reserved("pt_test_P07", 3 * H, history=tied, pool="USD-USDC", partner="ptn_sandbox"),
+        reserved("pt_live_P08", 6 * H, pool="USD-USDC"),
+        reserved("pt_live_P09", 20 * H, partner="ptn_globex", pool="GBP-USDT"),
+        reserved("pt_live_P10", 30 * H),
+        reserved("pt_test_P11", 50 * H, partner="ptn_sandbox"),
+        reserved("pt_live_P12", 10 * M),  # within the SLA: not stuck
+    )
+
+
+# A value for every filter of StuckFilter, alone and together; a filter
+# added to StuckFilter without one here fails ``test_every_filter_is_covered``.
+QUERIES = {
+    "partner": ["partner=ptn_globex", "partner=ptn_sandbox", "partner=ptn_nobody"],
+    "pool": ["pool=USD-USDC", "pool=GBP-USDT"],
+    "age": ["age=under-1h", "age=1-4h", "age=4-24h", "age=over-24h"],
+    "livemode": ["livemode=live", "livemode=test"],
+    "together": [
+        "partner=ptn_globex&livemode=live",
+        "pool=USD-USDC&age=1-4h",
+        "pool=EUR-USDT&partner=ptn_acme&livemode=live&age=over-24h",
+        "livemode=test&age=4-24h",
+    ],
+}
+ALL = ["", *(query for queries in QUERIES.values() for query in queries)]
+
+
+def test_every_filter_is_covered():
+    assert set(StuckFilter.base_filters) <= set(QUERIES)
+
+
+def orm_order(query):
+    """The filtered set as the ORM reads it (``filterset.qs``), oldest first."""
+    data = dict(part.split("=") for part in query.split("&") if part)
+    filterset = StuckFilter(data, queryset=stuck_trades())
+    assert filterset.is_valid()
+    return list(filterset.qs.values_list("transact_id", flat=True))
+
+
+def walk(client, url):
+    seen = []
+    while url:
+        response = client.get(url)
+        seen += shown(response)
+        url = next_link(response)
+    return seen
+
+
+@pytest.mark.parametrize("query", ALL)
+def test_every_page_under_every_filter_is_the_orm_set_in_order(support, mixed, query):
+    expected = orm_order(query)
+
+    # Two rows a page: every page after the first starts at a cursor, one of
+    # them inside the three trades reserved in the same second.
+    seen = walk(support, f"{QUEUE}?{query}&per_page=2")
+
+    assert seen == expected
+    if not query:
+        assert len(expected) == 11
+
+
+@pytest.fixture
+def orm_page(monkeypatch):
+    """The queue read the ORM's way (``keyset_page`` of ``filterset.qs``)."""
+    monkeypatch.setattr(views, "STUCK", dataclasses.replace(views.STUCK, page=None))
+
+
+def normalised(response):
+    # Each drawing of a CSRF field masks the token anew.
+    text = response.content.decode()
+    return re.sub(r'(csrfmiddlewaretoken" value=|X-CSRFToken": )"[^"]+"', r'\1"…"', text)
+
+
+def pages(client, url):
+    """Each page's text, following the next links."""
+    texts = []
+    while url:
+        response = client.get(url)
+        texts.append(normalised(response))
+        url = next_link(response)
+    return texts
+
+
+@pytest.mark.parametrize("query", ["", "pool=USD-USDC&livemode=live", "age=1-4h"])
+def test_the_pages_are_the_same_text_as_the_orm_pages(
+    ops, mixed, operations_user, request, time_machine, query
+):
+    time_machine.move_to(datetime.now(UTC), tick=False)  # the ages, to the minute
+    Claim.objects.create(trade=Trade.objects.get(transact_id="pt_live_P05"), user=operations_user)
+    url = f"{QUEUE}?{query}&per_page=3"
+    plain = pages(ops, url)
+
+    request.getfixturevalue("orm_page")
+
+    assert pages(ops, url) == plain
+    assert len(plain) == {"": 4, "age=1-4h": 2}.get(query, 1)
+    if not query:
+        assert "olga-operations" in plain[1]
+
+
+@pytest.fixture
+def form_drawn_each_time(monkeypatch):
+    monkeypatch.setattr(views, "STUCK", dataclasses.replace(views.STUCK, form_from_query=False))
+
+
+@pytest.mark.parametrize(
+    "query", ["", "pool=USD-USDC&age=1-4h", "livemode=test&partner=ptn_sandbox", "age=forever"]
+)
+def test_the_kept_filter_form_is_the_form_drawn_for_the_query(
+    support, mixed, request, time_machine, query
+):
+    time_machine.move_to(datetime.now(UTC), tick=False)
+    kept = [normalised(support.get(f"{QUEUE}?{query}")) for _ in range(2)]
+    other = normalised(support.get(f"{QUEUE}?pool=GBP-USDT"))
+
+    request.getfixturevalue("form_drawn_each_time")
+
+    assert kept[0] == kept[1] == normalised(support.get(f"{QUEUE}?{query}"))
+    assert other == normalised(support.get(f"{QUEUE}?pool=GBP-USDT")) != kept[0]
+    assert 'value="GBP-USDT"' in other
