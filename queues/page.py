@@ -5,8 +5,8 @@ for those trades, what each row shows beside them: the newest status read,
 the newest delivery attempt and who holds the trade. Both statements are
 written once; the ORM and django-filter built the first afresh on every
 request, and that was a quarter of the page (issue 14). The filters are
-still validated by ``StuckFilter``; the CSV, the histogram under a partner
-filter and the bulk runs still read ``filterset.qs``, and
+still validated by ``StuckFilter``; the CSV and the bulk runs still read
+``filterset.qs``, and
 ``tests/test_queue_page.py`` holds the two reads equal under every filter.
 """
 
