@@ -61,15 +61,7 @@ def _pool(value, now):
 
 def _age(value, now):
     """``AgeBand.q``: age = now - reserved_at."""
-    band = BANDS[value]
-    where, params = [], []
-    if band.low is not None:
-        where.append("t.reserved_at <= %s")
-        params.append(now - band.low)
-    if band.high is not None:
-        where.append("t.reserved_at > %s")
-        params.append(now - band.high)
-    return where, params
+    return BANDS[value].sql("t.reserved_at", now)
 
 
 def _livemode(value, now):

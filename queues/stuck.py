@@ -59,6 +59,17 @@ class AgeBand:
             condition &= Q(reserved_at__gt=now - self.high)
         return condition
 
+    def sql(self, column, now):
+        """The same as plain SQL on ``column`` (a time): (conditions, parameters)."""
+        where, params = [], []
+        if self.low is not None:
+            where.append(f"{column} <= %s")
+            params.append(now - self.low)
+        if self.high is not None:
+            where.append(f"{column} > %s")
+            params.append(now - self.high)
+        return where, params
+
 
 # The first band starts at the pool's SLA (15 min unless changed): a trade
 # younger than its SLA is not in the queue at all.
@@ -117,12 +128,9 @@ def _kept_query(now, window, pool_id, livemode, partner_id=None):
     for i, band in enumerate(AGE_BANDS):
         condition = ["m.minute < %s::timestamptz - p.sla_minutes * interval '1 minute'"]
         params.append(now)
-        if band.low is not None:
-            condition.append("m.minute <= %s")
-            params.append(now - band.low)
-        if band.high is not None:
-            condition.append("m.minute > %s")
-            params.append(now - band.high)
+        within, cuts = band.sql("m.minute", now)
+        condition += within
+        params += cuts
         bands.append(f"coalesce(sum(m.trades) FILTER (WHERE {' AND '.join(condition)}), 0) AS b{i}")
     params.append(window)
     minute_where = ""

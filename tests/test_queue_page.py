@@ -11,7 +11,7 @@ from queues.filters import StuckFilter
 from queues.models import Claim
 from queues.stuck import stuck_trades
 from records.models import Trade
-from tests.test_queue import QUEUE, H, M, iso, next_link, reserved, shown
+from tests.test_queue import QUEUE, H, M, iso, next_link, reserved, walk
 
 pytestmark = pytest.mark.django_db
 
@@ -68,15 +68,6 @@ def orm_order(query):
     filterset = StuckFilter(data, queryset=stuck_trades())
     assert filterset.is_valid()
     return list(filterset.qs.values_list("transact_id", flat=True))
-
-
-def walk(client, url):
-    seen = []
-    while url:
-        response = client.get(url)
-        seen += shown(response)
-        url = next_link(response)
-    return seen
 
 
 @pytest.mark.parametrize("query", ALL)
