@@ -16,10 +16,11 @@ from psycopg.sql import SQL, Composable, Identifier
 def execute(sql, params=()):
     """Run one statement with server-side binding and binary parameters (``%b``).
 
-    Django's psycopg cursors bind on the client, quoting every element of
-    every array parameter as text; the pipeline's batches are arrays of
-    thousands, so it talks to psycopg directly, on Django's connection and
-    inside Django's transaction.
+    Django's psycopg cursors send array parameters as text (and bind on the
+    client where prepared statements are off, quoting every element); the
+    pipeline's batches are arrays of thousands, so it talks to psycopg
+    directly with binary arrays, on Django's connection and inside Django's
+    transaction.
     """
     connection.ensure_connection()
     with psycopg.Cursor(connection.connection) as cursor:

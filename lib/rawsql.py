@@ -3,10 +3,12 @@
 The ORM builds a page's SQL afresh on every request; on the order timeline
 that was over half the page's time (seven statements, two of them UNIONs),
 several times what PostgreSQL took to answer them (issue 14). Here the
-statements are written once, with every concrete column of each model
-named by ``columns``, and ``fetch`` turns each row back into instances the
-way the ORM does (``Model.from_db``, the fields' own converters), so the
-rest of the code cannot tell the difference.
+statements are written once, with the columns of each model named by
+``columns`` (every concrete one, or a chosen few: the rest deferred, as
+``.only()`` leaves them), and ``fetch`` turns each row back into instances
+as the ORM does (the fields' own converters; ``Model.from_db``, or the
+instance's ``__dict__`` filled directly where ``from_db`` would do no
+more), so the rest of the code cannot tell the difference.
 """
 
 from functools import cache

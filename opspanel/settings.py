@@ -156,11 +156,14 @@ _db["OPTIONS"].setdefault("connect_timeout", 2)
 # which Django turns off for the sake of transaction-mode poolers). Planning
 # was a third to a half of PostgreSQL's time on the hot pages
 # (docs/decisions.md, "Prepared statements"). Off behind a pooler that
-# cannot carry them: DATABASE_PREPARED_STATEMENTS=0.
-if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+# cannot carry them: DATABASE_PREPARED_STATEMENTS=0, which is the default
+# when the panel's own pool is off (DATABASE_POOL_DISABLED: behind PgBouncer,
+# where a statement prepared on one server connection may run on another).
+_pooled = not env_bool("DATABASE_POOL_DISABLED", False)
+if env_bool("DATABASE_PREPARED_STATEMENTS", _pooled):
     _db["OPTIONS"].setdefault("server_side_binding", True)
     _db["OPTIONS"].setdefault("prepare_threshold", 5)
-if not env_bool("DATABASE_POOL_DISABLED", False):
+if _pooled:
     _db["OPTIONS"]["pool"] = {
         "min_size": int(env("DATABASE_POOL_MIN", "1")),
         "max_size": int(env("DATABASE_POOL_MAX", "10")),

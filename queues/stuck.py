@@ -162,7 +162,8 @@ def kept_histogram(
     """The age histogram from the kept counts: stuck trades per pool and age band.
 
     One query over a bounded number of rows (the window's minutes of each
-    pool and mode, and one total each), however many trades are stuck. Ages
+    pool, partner and mode, and one total each), however many trades are
+    stuck. Ages
     are to the minute: a trade counts as reserved at the start of its
     minute of ``reserved_at`` (the page prints ages to the minute too).
     ``band`` (an ``AgeBand``) keeps that band's counts only, as the age

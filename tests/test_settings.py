@@ -1,5 +1,6 @@
 """Start-up guards: what the panel refuses to start with."""
 
+import os
 import re
 import subprocess
 import sys
@@ -126,3 +127,27 @@ def test_a_statement_run_often_is_prepared_and_its_values_bound_by_the_server():
         prepared = [row[0] for row in cursor.fetchall()]
     # Server-side binding: the value is a parameter ($1), not a literal.
     assert any("$1" in statement and "ptn_nobody" not in statement for statement in prepared)
+
+
+def test_prepared_statements_are_off_by_default_behind_an_outside_pool():
+    """Without the panel's pool (PgBouncer in front), a statement prepared on
+    one server connection could run on another: off unless asked for."""
+    code = (
+        "from django.conf import settings; o = settings.DATABASES['default']['OPTIONS'];"
+        "print(o.get('prepare_threshold'), o.get('server_side_binding'), 'pool' in o)"
+    )
+
+    def options(**env):
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            env={**os.environ, **env}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout.split()[-3:]
+
+    assert options(DATABASE_POOL_DISABLED="1") == ["None", "None", "False"]
+    assert options(DATABASE_POOL_DISABLED="1", DATABASE_PREPARED_STATEMENTS="1") == [
+        "5",
+        "True",
+        "False",
+    ]
+    assert options() == ["5", "True", "True"]

@@ -24,6 +24,19 @@ SELECT t.pool_id, o.partner_id, t.livemode, count(*)
  WHERE t.status = 'reserved' AND t.reserved_at IS NOT NULL GROUP BY 1, 2, 3;
 """  # noqa: S608 - constant text
 
+# Back to 0010: the counts per pool and mode again (0008's backfill), once the
+# partner columns are gone and the old constraints and triggers are back.
+MINUTE_0008 = "date_trunc('minute', reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+BACKFILL_0008 = f"""
+INSERT INTO records_reservedminute (pool_id, livemode, minute, trades)
+SELECT pool_id, livemode, {MINUTE_0008}, count(*) FROM records_trade
+WHERE status = 'reserved' AND reserved_at IS NOT NULL GROUP BY 1, 2, 3;
+INSERT INTO records_reservedtotal (pool_id, livemode, trades)
+SELECT pool_id, livemode, count(*) FROM records_trade
+WHERE status = 'reserved' AND reserved_at IS NOT NULL GROUP BY 1, 2;
+"""  # noqa: S608 - constant text
+EMPTY = "DELETE FROM records_reservedminute; DELETE FROM records_reservedtotal"
+
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -44,10 +57,7 @@ class Migration(migrations.Migration):
             name="trade_reserved_kept_delete",
         ),
         # The old counts have no partner: gone, and counted again below.
-        migrations.RunSQL(
-            "DELETE FROM records_reservedminute; DELETE FROM records_reservedtotal",
-            migrations.RunSQL.noop,
-        ),
+        migrations.RunSQL(EMPTY, BACKFILL_0008),
         migrations.RemoveConstraint(
             model_name="reservedminute",
             name="reserved_minute_key",
@@ -142,5 +152,5 @@ class Migration(migrations.Migration):
                 fields=("pool", "partner", "livemode"), name="reserved_total_key"
             ),
         ),
-        migrations.RunSQL(BACKFILL, migrations.RunSQL.noop),
+        migrations.RunSQL(BACKFILL, EMPTY),
     ]
