@@ -34,9 +34,9 @@ from records.models import WebhookEvent
 
 from .contract import Envelope, parse_envelope
 from .events import (
-    EVENT_REPEATED,
     Raced,
     Stored,
+    count_repeats,
     insert_applied,
     mark_failed,
     mark_processed,
@@ -101,14 +101,7 @@ def _ingest_applied(envelopes, source):
         )
     )
     if known:
-        execute(
-            SQL("""
-            UPDATE {table} w SET {repeated}
-              FROM unnest(%b::bigint[], %b::int[]) AS r(id, n)
-             WHERE w.id = r.id
-            """).format(table=EVENT_REPEATED.table, repeated=EVENT_REPEATED.set),
-            [now, list(known.values()), [times[event_id] for event_id in known]],
-        )
+        count_repeats(now, known.values(), [times[event_id] for event_id in known])
     new = [event_id for event_id in first if event_id not in known]
     pk = dict(known)
     if new:
