@@ -1,10 +1,11 @@
 """Find orders from whatever a support agent pastes.
 
-One indexed query on ``records.Identifier`` answers any id or id prefix
-(``identifier_unique`` leads with ``value`` in collation "C", so ``=``
-and ``LIKE 'prefix%'`` are range scans; Django escapes ``_`` and ``%`` in
-``startswith``). Partner ids and pools are filters, not orders: alone or
-inside a pasted ticket, each opens its list.
+One indexed query on ``records.Identifier`` answers a whole id, and a
+second one an id prefix when nothing matched exactly (``identifier_unique``
+leads with ``value`` in collation "C", so ``=`` and ``LIKE 'prefix%'`` are
+range scans; ``_`` and ``%`` are escaped in a prefix). Partner ids and
+pools are filters, not orders: alone or inside a pasted ticket, each opens
+its list.
 
 A prefix never passes for complete: past ``MAX_MATCHES`` ids the result
 says how many there are (counted up to ``COUNT_BOUND``) and links to the
@@ -160,7 +161,7 @@ class Result:
         )
 
 
-def _group(identifiers, how_for):
+def _group(identifiers, how):
     hits, waiting = {}, []
     for ident in identifiers:
         label = Identifier.Kind(ident.kind).label
@@ -168,7 +169,7 @@ def _group(identifiers, how_for):
             waiting.append(Waiting(label, ident.value, ident.partner_id, ident.link_key))
             continue
         hit = hits.setdefault(ident.order_id, OrderHit(ident.order))
-        reason = (label, ident.value, how_for(ident.value))
+        reason = (label, ident.value, how)
         if reason not in hit.reasons:
             hit.reasons.append(reason)
     return list(hits.values()), waiting
@@ -194,9 +195,14 @@ def _identifiers():
 # What ``_identifiers()`` reads, as one plain statement (``lib.rawsql``):
 # the search box's whole answer for one value is this range scan of
 # identifier_unique, and the ORM took several times the query's own
-# time to build it.
+# time to build it. Of the order and its partner only what the results
+# page and the redirect use (the rest deferred, as ``.only()`` leaves it):
+# each timestamp read is parsed in Python.
+ORDER_COLUMNS = ("id", "partner", "partner_reference", "livemode", "last_activity_at")
+PARTNER_COLUMNS = ("id", "partner_id")
 PAGE_SQL = f"""
-SELECT {columns("i", Identifier)}, {columns("o", Order)}, {columns("p", Partner)}
+SELECT {columns("i", Identifier)}, {columns("o", Order, ORDER_COLUMNS)},
+       {columns("p", Partner, PARTNER_COLUMNS)}
   FROM records_identifier i
   LEFT JOIN records_order o ON o.id = i.order_id
   LEFT JOIN records_partner p ON p.id = o.partner_id
@@ -204,18 +210,20 @@ SELECT {columns("i", Identifier)}, {columns("o", Order)}, {columns("p", Partner)
  ORDER BY i.value, i.kind
  LIMIT %s
 """  # noqa: S608 - column names from the models; the value is a parameter
+EXACT_SQL = PAGE_SQL.format(match="=")
+PREFIX_SQL = PAGE_SQL.format(match="LIKE")
+MODELS = (Identifier, (Order, ORDER_COLUMNS), (Partner, PARTNER_COLUMNS))
 
 
 def _page(value, *, prefix, limit):
     """Identifiers whose value is ``value`` (or starts with it), with their
     order and its partner, sorted as ``_identifiers()`` sorts them."""
     if prefix:
-        sql = PAGE_SQL.format(match="LIKE")
-        value = connection.ops.prep_for_like_query(value) + "%"
+        sql, value = PREFIX_SQL, connection.ops.prep_for_like_query(value) + "%"
     else:
-        sql = PAGE_SQL.format(match="=")
+        sql = EXACT_SQL
     found = []
-    for ident, order, partner in fetch(sql, [value, limit], Identifier, Order, Partner):
+    for ident, order, partner in fetch(sql, [value, limit], *MODELS):
         if order is not None:
             order.partner = partner
         ident.order = order
@@ -277,25 +285,19 @@ def lookup(raw):
         result.redirect = pool_url(value)
         return result
 
-    # One index range scan answers both: the exact value sorts first among
-    # the values it prefixes. An exact match wins over prefix matches.
-    if len(value) >= MIN_PREFIX:
+    # An exact match wins over prefix matches, so the exact value is asked
+    # first: what a support agent pastes is nearly always a whole id, and
+    # ``value = $1`` is planned once per connection (a prepared statement's
+    # generic plan), where ``LIKE $1`` is planned again on every call (the
+    # index range comes from the pattern's value). The prefix scan runs only
+    # when nothing matched exactly.
+    found, cut = _first_page(value, prefix=False)
+    how = "exact"
+    if not found and len(value) >= MIN_PREFIX:
         found, cut = _first_page(value, prefix=True)
-        exact = [ident for ident in found if ident.value == value]
-        if exact and len(exact) == len(found) and cut:
-            # Rarer still: one partner-chosen id on more orders than a page
-            # (the orders list filters by prefix, not by this exact value).
-            exact, cut = _first_page(value, prefix=False)
-    else:
-        found, cut = _first_page(value, prefix=False)
-        exact = found
-    if exact:
-        result.hits, result.waiting = _group(exact, lambda v: "exact")
-        # Every exact row sorts before the prefix rows: the cut is of those.
-        result.cut = cut if len(exact) == len(found) else None
-    else:
-        result.hits, result.waiting = _group(found, lambda v: "prefix")
-        result.cut = cut
+        how = "prefix"
+    result.hits, result.waiting = _group(found, how)
+    result.cut = cut
     if not result.exact_single:
         # One exact order is a redirect to its timeline: no list to show.
         _attach_latest_trades(result.hits)
@@ -322,7 +324,7 @@ def extract(raw):
     result = Result(query=raw.strip())
 
     found = list(_identifiers().filter(value__in=tokens)[: MAX_TICKET_MATCHES + 1])
-    result.hits, result.waiting = _group(found[:MAX_TICKET_MATCHES], lambda v: "exact")
+    result.hits, result.waiting = _group(found[:MAX_TICKET_MATCHES], "exact")
     _attach_latest_trades(result.hits)
     result.listed = _listed(tokens)
 

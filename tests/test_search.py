@@ -89,6 +89,32 @@ def test_a_prefix_of_six_or_more_lists_the_matches_and_says_why(support, order):
     assert 'href="/orders/ptn_acme/order_9999/"' in page
 
 
+def test_a_whole_id_that_prefixes_others_is_the_exact_match_alone(support, order, tmp_path):
+    # order_7841 is also the start of order_78412's ids: the exact one wins.
+    import_events(
+        tmp_path,
+        envelopes.trade("settled", transact_id="pt_live_9A21", reference="order_78412"),
+    )
+
+    for value, url in (("order_7841", ORDER_URL), ("pt_live_9A2", ORDER_URL)):
+        response = support.get(f"/id/{value}")
+        assert response.status_code == 302, value
+        assert response["Location"] == url
+    assert b"order_78412" in support.get("/search", {"q": "order_784"}).content
+
+
+def test_a_whole_id_is_found_by_equality_alone(support, order):
+    # ``value = $1`` keeps one plan per connection; ``LIKE`` is planned on
+    # every call, so it runs only when nothing matched exactly.
+    with CaptureQueriesContext(connection) as captured:
+        response = support.get("/id/pt_live_9A2")
+    searched = [q["sql"] for q in captured.captured_queries if "records_identifier" in q["sql"]]
+
+    assert response.status_code == 302
+    assert len(searched) == 1
+    assert "LIKE" not in searched[0]
+
+
 def test_a_prefix_shorter_than_six_finds_nothing(support, order):
     response = support.get("/search", {"q": "pt_li"})
 
@@ -234,8 +260,9 @@ def test_an_empty_query_is_a_clear_400(support):
 
 def test_a_lookup_is_a_handful_of_queries(support, order, django_assert_max_num_queries):
     # session, user with their role, session save (savepoint, update,
-    # release), the identifier range scan, the latest trade of each order found
-    with django_assert_max_num_queries(7):
+    # release), the exact id (none), the identifier range scan, the latest
+    # trade of each order found
+    with django_assert_max_num_queries(8):
         response = support.get("/search", {"q": "pt_live_9"})
 
     assert response.status_code == 200
@@ -347,10 +374,10 @@ def test_a_prefix_within_a_page_is_not_said_to_be_cut(support, sixty_trades):
 def test_a_cut_prefix_costs_one_query_more_than_a_whole_one(
     support, sixty_trades, django_assert_max_num_queries
 ):
-    # The seven of a lookup, plus the bounded count (an index-only range scan
-    # of identifier_unique that stops at COUNT_BOUND + 1 rows) that only a
-    # page cut short needs.
-    with django_assert_max_num_queries(8):
+    # The eight of a prefix lookup, plus the bounded count (an index-only
+    # range scan of identifier_unique that stops at COUNT_BOUND + 1 rows)
+    # that only a page cut short needs.
+    with django_assert_max_num_queries(9):
         response = support.get("/search", {"q": "pt_live_P"})
 
     assert "First 50 of 60 ids" in response.content.decode()
