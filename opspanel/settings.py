@@ -147,6 +147,10 @@ _db.setdefault("OPTIONS", {})
 _db["CONN_MAX_AGE"] = 0  # the psycopg pool keeps connections, not Django
 # Check each connection as it is handed out (with the pool: psycopg_pool's
 # ``check``): after PostgreSQL restarts, a dead one is replaced, not used.
+# The engine is Django's PostgreSQL backend with a pool whose check makes no
+# round trip unless the server spoke on the idle connection (lib/pool.py).
+if _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["ENGINE"] = "lib.postgresql"
 _db["CONN_HEALTH_CHECKS"] = True
 # While the database is away a request fails within seconds (lib/database.py
 # answers it 503 with Retry-After), instead of waiting on a connection.

@@ -6,6 +6,7 @@ here the same code paths, with the server cut off by a closed port and a
 terminated backend.
 """
 
+import select
 import socket
 from contextlib import contextmanager
 
@@ -13,9 +14,11 @@ import psycopg
 import pytest
 from django.db import connection
 from django.test import Client
+from psycopg_pool import ConnectionPool
 
 from lib import database
 from lib.database import unavailable
+from lib.pool import check_quietly
 from opspanel.celery import app
 from records.models import WebhookEvent
 from tests import envelopes
@@ -168,3 +171,62 @@ def test_while_the_database_is_known_away_requests_answer_without_waiting_on_the
         assert (webhook.status_code, page.status_code) == (503, 503)
         assert webhook["Retry-After"] == page["Retry-After"] == "2"
         assert pool.get_stats().get("requests_num", 0) == asked
+
+
+# --- the pool's check: a round trip only when the server spoke --------------------
+
+
+@pytest.fixture
+def raw_connection():
+    params = connection.get_connection_params()
+    for key in ("pool", "cursor_factory", "context"):
+        params.pop(key, None)
+    with psycopg.connect(**params, autocommit=True) as conn:
+        yield conn
+
+
+def _round_trips(monkeypatch):
+    calls = []
+    real = ConnectionPool.check_connection
+    monkeypatch.setattr(
+        ConnectionPool, "check_connection", staticmethod(lambda c: calls.append(c) or real(c))
+    )
+    return calls
+
+
+@pytest.mark.django_db
+def test_the_pools_check_is_the_quiet_one():
+    connection.ensure_connection()
+
+    assert connection.pool._check is check_quietly
+
+
+def test_a_quiet_connection_is_handed_out_without_a_round_trip(raw_connection, monkeypatch):
+    calls = _round_trips(monkeypatch)
+
+    check_quietly(raw_connection)
+
+    assert calls == []
+
+
+def test_a_connection_the_server_spoke_on_is_checked_for_real(raw_connection, monkeypatch):
+    raw_connection.execute("LISTEN opspanel_check")
+    with psycopg.connect(raw_connection.info.dsn, autocommit=True) as other:
+        other.execute("NOTIFY opspanel_check")
+    select.select([raw_connection.fileno()], [], [], 5)
+    calls = _round_trips(monkeypatch)
+
+    check_quietly(raw_connection)  # a notification: alive, and said so
+
+    assert calls == [raw_connection]
+
+
+def test_a_connection_the_server_ended_fails_the_check(raw_connection):
+    pid = raw_connection.info.backend_pid
+    with psycopg.connect(raw_connection.info.dsn, autocommit=True) as killer:
+        killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+    # What a restart's clients find: the backend's goodbye and a closed socket.
+    select.select([raw_connection.fileno()], [], [], 5)
+
+    with pytest.raises(psycopg.OperationalError):
+        check_quietly(raw_connection)
