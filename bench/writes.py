@@ -17,13 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 from django.db import connection, transaction
 
+from . import load
 from .net import free_port
 from .report import Row, latency, ms
 
@@ -288,6 +288,14 @@ def _gunicorn(url, secret, port):
     )  # fmt: skip
 
 
+def _cpu(measured):
+    return {
+        "gunicorn": measured.gunicorn_ms,
+        "postgres": measured.postgres_ms,
+        "client": measured.client_ms,
+    }
+
+
 def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
     """S4 (new events POSTed to gunicorn) and S1 over HTTP, on 2 workers."""
     import httpx
@@ -329,57 +337,38 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
             event_ids.append(envelope["id"])
             bodies.append((body, envelope["id"]))
 
-        def headers(body, event_id):
+        host = "127.0.0.1"
+
+        def signed(body, event_id):
             now = datetime.now(UTC)
-            return {
-                "content-type": "application/json",
-                "webhook-id": event_id,
-                "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": signer.sign(event_id, now, body.decode()),
-            }
+            headers = [
+                ("Content-Type", "application/json"),
+                ("webhook-id", event_id),
+                ("webhook-timestamp", str(int(now.timestamp()))),
+                ("webhook-signature", signer.sign(event_id, now, body.decode())),
+            ]
+            return load.request("POST", "/webhooks/0pools", host, headers, body)
 
-        client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency))
+        def measure(requests):
+            # bench/load.py: kept connections, requests built beforehand; the
+            # client costs tens of microseconds a request, not httpx's ~2 ms.
+            return load.measure(server, url, port, requests, concurrency)
 
-        def run(fn, items):
-            times = []
+        def codes(measured):
+            return sorted({answer.status for answer in measured.answers})
 
-            def one(item):
-                started = time.perf_counter()
-                code = fn(item)
-                times.append(time.perf_counter() - started)
-                return code
-
-            started = time.perf_counter()
-            with ThreadPoolExecutor(concurrency) as pool:
-                codes = list(pool.map(one, items))
-            return time.perf_counter() - started, codes, times
-
-        took_base, codes, base_times = run(
-            lambda _: client.get(f"{base}/accounts/login/").status_code, range(total)
-        )
-        assert set(codes) == {200}, set(codes)
-        base_rate = total / took_base
-        took, codes, times = run(
-            lambda item: (
-                client.post(
-                    f"{base}/webhooks/0pools", content=item[0], headers=headers(*item)
-                ).status_code
-            ),
-            bodies,
-        )
-        assert set(codes) == {202}, set(codes)
-        rate = total / took
-        p50, p99, text = latency(times)
+        sign_in = [load.request("GET", "/accounts/login/", host)] * total
+        measure(sign_in[:200])  # both workers warm
+        base_run = measure(sign_in)
+        assert codes(base_run) == [200], codes(base_run)
+        base_rate = base_run.rate
+        posts = [signed(*item) for item in bodies]
+        hook = measure(posts)
+        assert codes(hook) == [202], codes(hook)
+        rate = hook.rate
+        p50, p99, text = latency(hook.times)
         # The same events again: duplicates, answered and counted, never applied.
-        again = bodies[: max(1, total // 10)]
-        _, codes_again, _ = run(
-            lambda item: (
-                client.post(
-                    f"{base}/webhooks/0pools", content=item[0], headers=headers(*item)
-                ).status_code
-            ),
-            again,
-        )
+        again = measure([signed(*item) for item in bodies[: max(1, total // 10)]])
         # No Celery worker runs here: apply what was stored, twice, as a
         # task and the sweep would; then count.
         pks = list(WebhookEvent.objects.filter(event_id__in=event_ids).values_list("pk", flat=True))
@@ -408,28 +397,32 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
                     "signin_rate": base_rate,
                     "lost": lost,
                     "twice": twice,
-                    "duplicates_posted": len(again),
-                    "duplicate_codes": sorted(set(codes_again)),
+                    "duplicates_posted": len(again.answers),
+                    "duplicate_codes": codes(again),
+                    "cpu_ms": _cpu(hook),
+                    "signin_cpu_ms": _cpu(base_run),
                 },
             )
         )
         # S1 over HTTP, signed in (the session made in process, stored in the database).
-        cookies = {settings.SESSION_COOKIE_NAME: session}
-        urls = [f"{base}/id/{v}" for v in (ids * (1 + total // max(1, len(ids))))[:total]]
-        http = httpx.Client(
-            timeout=30, cookies=cookies, limits=httpx.Limits(max_connections=concurrency)
-        )
+        cookie = [("Cookie", f"{settings.SESSION_COOKIE_NAME}={session}")]
+        paths = [f"/id/{v}" for v in (ids * (1 + total // max(1, len(ids))))[:total]]
 
-        def get(u):
-            response = http.get(u)
+        def not_signed_out(answer):
             # An exact id answers with a redirect to its order; never to the sign-in page.
-            assert "/accounts/login" not in response.headers.get("location", ""), u
-            return response.status_code
+            assert "/accounts/login" not in answer.headers.get("location", ""), answer.headers
 
-        took, codes, times = run(get, urls)
-        assert set(codes) <= {200, 302}, set(codes)
-        s1_rate = total / took
-        t50, t99, ttext = latency(times)
+        found = load.measure(
+            server,
+            url,
+            port,
+            [load.request("GET", path, host, cookie) for path in paths],
+            concurrency,
+            check=not_signed_out,
+        )
+        assert set(codes(found)) <= {200, 302}, codes(found)
+        s1_rate = found.rate
+        t50, t99, ttext = latency(found.times)
         report.add(
             Row(
                 "S1",
@@ -440,9 +433,21 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
                 f"{s1_rate / base_rate:.2f}x",
                 ">=1,000 req/s",
                 s1_rate >= 1000,
-                {"rate": s1_rate, "p50": t50, "p99": t99, "codes": sorted(set(codes))},
+                {
+                    "rate": s1_rate,
+                    "p50": t50,
+                    "p99": t99,
+                    "codes": codes(found),
+                    "cpu_ms": _cpu(found),
+                },
             )
         )
+        for label, measured in (
+            ("sign-in page", base_run),
+            ("webhook (S4)", hook),
+            ("/id/<exact id> (S1)", found),
+        ):
+            report.notes.append(f"over HTTP, {label}: {measured.cpu_text()}")
     finally:
         server.terminate()
         server.wait(10)
