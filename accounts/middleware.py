@@ -2,7 +2,9 @@
 sees is cached."""
 
 import time
+from contextvars import ContextVar
 
+from django.contrib.auth import middleware as auth_middleware
 from django.utils.cache import patch_cache_control
 
 # A person's requests move the idle clock at most this often (seconds): staying
@@ -13,6 +15,33 @@ TOUCHED = "_idle_touched"
 # Elements that poll by themselves (htmx ``every``): their requests are not
 # activity. See templates/timeline/order.html and templates/actions/run.html.
 POLLING = frozenset({"timeline-live", "run-progress"})
+
+
+_session = ContextVar("opspanel_session", default=None)
+
+
+def current_session():
+    """The session of the request being served (by ``AuthenticationMiddleware``), or None."""
+    return _session.get()
+
+
+class AuthenticationMiddleware(auth_middleware.AuthenticationMiddleware):
+    """Django's, with this request's session at hand for the sign-in backend
+    while the request is served: the user it read in the session's own
+    statement is taken from there (``backends.read_with_session``). Set and
+    reset around each request, so nothing of one request is seen by the
+    next one a thread serves."""
+
+    # Served synchronously (the reset must come after the request, not after
+    # a coroutine is made); the panel runs under WSGI.
+    async_capable = False
+
+    def __call__(self, request):
+        token = _session.set(getattr(request, "session", None))
+        try:
+            return super().__call__(request)
+        finally:
+            _session.reset(token)
 
 
 class NoStoreMiddleware:

@@ -1,9 +1,8 @@
-from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.contrib.sessions.models import Session
 from django.db import transaction
-from django.utils import timezone
 
+from .models import Session
 from .roles import ROLES
 
 
@@ -36,15 +35,9 @@ def deactivate(user):
     """Signed out at the next request and refused at sign-in; the audit log keeps the name.
 
     Their sessions are deleted too, so reactivating them later does not bring
-    back a session (or a sudo window) from before. The panel has few users
-    and their sessions expire after the idle time: reading each live one is
-    cheap."""
+    back a session (or a sudo window) from before. A session row keeps the
+    id of the user it signs in (``accounts.Session``)."""
     user.is_active = False
     user.save(update_fields=["is_active"])
-    theirs = [
-        session.pk
-        for session in Session.objects.filter(expire_date__gt=timezone.now())
-        if session.get_decoded().get(SESSION_KEY) == str(user.pk)
-    ]
-    Session.objects.filter(pk__in=theirs).delete()
+    Session.objects.filter(user=user).delete()
     return user

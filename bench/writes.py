@@ -41,7 +41,7 @@ RECORD_TABLES = (
     "records_order",
     "records_pool",
     "records_partner",
-    "django_session",
+    "accounts_session",
 )
 
 
@@ -65,7 +65,7 @@ def _high_water():
     marks = {}
     with connection.cursor() as cursor:
         for table in RECORD_TABLES:
-            if table == "django_session":
+            if table == "accounts_session":
                 continue
             cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}")  # noqa: S608
             marks[table] = cursor.fetchone()[0]
@@ -83,9 +83,9 @@ def _delete_since(marks, session_keys=()):
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL session_replication_role = replica")
         for table in RECORD_TABLES:
-            if table == "django_session":
+            if table == "accounts_session":
                 cursor.execute(
-                    "DELETE FROM django_session WHERE session_key = ANY(%s)", [list(session_keys)]
+                    "DELETE FROM accounts_session WHERE session_key = ANY(%s)", [list(session_keys)]
                 )
                 continue
             cursor.execute(f"DELETE FROM {table} WHERE id > %s", [marks[table]])  # noqa: S608

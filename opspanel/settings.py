@@ -87,7 +87,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "lib.middleware.RefuseNulMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Django's, with the user read in the session's statement (accounts.sessions).
+    "accounts.middleware.AuthenticationMiddleware",
     "accounts.middleware.IdleTimeoutMiddleware",
     "accounts.middleware.NoStoreMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",

@@ -214,7 +214,7 @@ def test_a_changed_policy_setting_is_written_at_the_next_response(client, settin
 
 
 def test_htmx_polling_does_not_keep_an_idle_session_alive(client, support_user, time_machine):
-    from django.contrib.sessions.models import Session
+    from accounts.models import Session
 
     time_machine.move_to("2026-11-25 12:00:00Z", tick=False)
     client.force_login(support_user)
@@ -249,7 +249,7 @@ def test_staying_signed_in_writes_the_session_at_most_once_a_minute(
         return [
             q["sql"]
             for q in queries
-            if q["sql"].startswith("UPDATE") and "django_session" in q["sql"]
+            if q["sql"].startswith("UPDATE") and "accounts_session" in q["sql"]
         ]
 
     time_machine.move_to("2026-11-25 12:00:59Z", tick=False)

@@ -244,14 +244,14 @@ def test_the_queue_page_costs_the_same_queries_with_ten_times_the_stuck_trades(
 # --- signed in: one session read, one user-and-role read ------------------------------
 
 
-def test_a_signed_in_page_reads_the_session_and_the_user_with_their_role_once(support):
+def test_a_signed_in_page_reads_the_session_the_user_and_their_role_in_one_statement(support):
     support.get("/orders/")  # the idle clock's first touch
     with CaptureQueriesContext(connection) as captured:
         assert support.get("/orders/").status_code == 200
-    auth = [q["sql"] for q in captured if "django_session" in q["sql"] or "auth_" in q["sql"]]
-    assert len(auth) == 2, auth
-    assert "django_session" in auth[0]
-    assert "auth_user" in auth[1] and "auth_group" in auth[1]
+    auth = [q["sql"] for q in captured if "accounts_session" in q["sql"] or "auth_" in q["sql"]]
+    assert len(auth) == 1, auth
+    assert "accounts_session" in auth[0]
+    assert "auth_user" in auth[0] and "auth_group" in auth[0]
 
 
 def test_the_user_is_read_by_a_plain_statement_into_what_the_orm_would_make(
@@ -318,6 +318,44 @@ def test_a_new_password_signs_out_the_other_sessions(client, support_user):
     assert client.get("/orders/").status_code == 302
 
 
+def test_a_session_row_keeps_the_id_of_the_user_it_signs_in(client, support_user):
+    from django.conf import settings
+
+    from accounts.models import Session
+
+    response = client.post(
+        "/accounts/login/", {"username": support_user.username, "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert Session.objects.get(session_key=key).user_id == support_user.pk
+
+
+def test_the_user_read_with_the_session_must_be_the_one_its_signed_data_names(
+    client, support_user, admin_user
+):
+    # The user id column only saves a statement: a row pointing at another
+    # user (an admin) changes nothing, the signed data says who is signed in.
+    from django.conf import settings
+
+    from accounts.models import Session
+
+    client.force_login(support_user)
+    key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    Session.objects.filter(session_key=key).update(user=admin_user)
+
+    assert client.get("/orders/").status_code == 200
+    assert client.get("/team/").status_code == 403
+
+
+def test_a_request_leaves_no_session_behind_for_the_next(support):
+    from accounts.middleware import current_session
+
+    assert support.get("/orders/").status_code == 200
+
+    assert current_session() is None
+
+
 def test_the_strongest_role_wins(support_user):
     from django.contrib.auth.models import Group
 
@@ -356,6 +394,6 @@ def test_an_exact_id_is_a_redirect_after_one_query_of_its_own(support, tmp_path)
         response = support.get("/id/pt_live_X01")
     assert response.status_code == 302
     assert response["Location"] == "/orders/ptn_acme/ref_X01/"
-    # session, user with their role, the identifier range scan: no trade read
-    assert len(captured) == 3
-    assert "records_trade" not in captured[2]["sql"]
+    # the session with its user and their role, the identifier: no trade read
+    assert len(captured) == 2
+    assert "records_trade" not in captured[1]["sql"]

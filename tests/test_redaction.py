@@ -40,7 +40,6 @@ import psycopg
 import pytest
 from django.apps import apps
 from django.contrib.messages.storage.cookie import CookieStorage
-from django.contrib.sessions.models import Session
 from django.core import serializers
 from django.core.management import call_command
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -49,6 +48,7 @@ from django.urls import get_resolver, resolve, reverse
 from django.urls import path as route_to
 from psycopg.types.json import Jsonb
 
+from accounts.models import Session
 from actions.models import Run
 from audit.models import Entry
 from ingest.contract import EVENT_OBJECTS
