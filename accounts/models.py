@@ -14,9 +14,17 @@ from django.db import models
 
 class Session(AbstractBaseSession):
     # Written from the session's data on every save (``SessionStore``);
-    # null until someone signs in. Deleting a user deletes their sessions.
+    # null until someone signs in. Deleting a user deletes their sessions
+    # (the ORM's cascade). No constraint in the database: the column only
+    # saves a statement and is never trusted alone, and a session saved for
+    # a user deleted meanwhile would fail its commit, which Django's
+    # ``SessionStore.create`` retries with a new key for ever.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_constraint=False,
     )
 
     @classmethod

@@ -71,11 +71,18 @@ class SessionStore(db.SessionStore):
 
     def create_model_instance(self, data):
         """The row to save: Django's, with the id of the user it signs in."""
-        instance = super().create_model_instance(data)
-        user_id = data.get(SESSION_KEY)
-        try:
-            pk = get_user_model()._meta.pk
-            instance.user_id = None if user_id is None else pk.to_python(user_id)
-        except Exception:  # noqa: BLE001 - a malformed id signs nobody in
-            instance.user_id = None
-        return instance
+        return _with_user(super().create_model_instance(data), data)
+
+    async def acreate_model_instance(self, data):
+        """See create_model_instance() (Django's async twin does not call it)."""
+        return _with_user(await super().acreate_model_instance(data), data)
+
+
+def _with_user(instance, data):
+    user_id = data.get(SESSION_KEY)
+    try:
+        pk = get_user_model()._meta.pk
+        instance.user_id = None if user_id is None else pk.to_python(user_id)
+    except Exception:  # noqa: BLE001 - a malformed id signs nobody in
+        instance.user_id = None
+    return instance

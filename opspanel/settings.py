@@ -149,7 +149,8 @@ _db["CONN_MAX_AGE"] = 0  # the psycopg pool keeps connections, not Django
 # Check each connection as it is handed out (with the pool: psycopg_pool's
 # ``check``): after PostgreSQL restarts, a dead one is replaced, not used.
 # The engine is Django's PostgreSQL backend with a pool whose check makes no
-# round trip unless the server spoke on the idle connection (lib/pool.py).
+# round trip for a connection in use a second ago unless the server spoke on
+# it meanwhile (lib/pool.py).
 if _db["ENGINE"] == "django.db.backends.postgresql":
     _db["ENGINE"] = "lib.postgresql"
 _db["CONN_HEALTH_CHECKS"] = True

@@ -6,6 +6,7 @@ here the same code paths, with the server cut off by a closed port and a
 terminated backend.
 """
 
+import os
 import select
 import socket
 from contextlib import contextmanager
@@ -16,13 +17,14 @@ from django.db import connection
 from django.test import Client
 from psycopg_pool import ConnectionPool
 
-from lib import database
+from lib import database, pool
 from lib.database import unavailable
 from lib.pool import check_quietly
 from opspanel.celery import app
 from records.models import WebhookEvent
 from tests import envelopes
 from tests.conftest import post_event
+from tests.helpers import wait_for
 
 # These tests commit: the panel's connection is closed and reopened under them.
 committing = pytest.mark.django_db(transaction=True)
@@ -102,18 +104,32 @@ def test_a_page_while_the_database_is_away_is_a_503_page_in_the_layout(support_u
 
 
 def terminate_other_backends():
-    """What a PostgreSQL restart does to the pool's idle connections."""
+    """What a PostgreSQL restart does to the pool's idle connections: ended,
+    and gone (``pg_terminate_backend`` returns before a backend has said its
+    goodbye; a restart's clients come after it)."""
     params = connection.get_connection_params()
     params.pop("pool", None)
     params.pop("cursor_factory", None)
     params.pop("context", None)
     with psycopg.connect(**params, autocommit=True) as killer:
-        return killer.execute(
-            # Idle ones only: a worker thread's query in flight is not ours to cut.
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND state = 'idle'"
-        ).fetchone()[0]
+        pids = [
+            pid
+            for pid, _ in killer.execute(
+                # Idle ones only: a worker thread's query in flight is not ours to cut.
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND state = 'idle'"
+            ).fetchall()
+        ]
+        wait_for(
+            lambda: (
+                not killer.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+                ).fetchall()
+            ),
+            timeout=10,
+        )
+    return len(pids)
 
 
 @committing
@@ -201,7 +217,10 @@ def test_the_pools_check_is_the_quiet_one():
     assert connection.pool._check is check_quietly
 
 
-def test_a_quiet_connection_is_handed_out_without_a_round_trip(raw_connection, monkeypatch):
+def test_a_quiet_connection_in_use_a_moment_ago_goes_out_without_a_round_trip(
+    raw_connection, monkeypatch
+):
+    check_quietly(raw_connection)  # handed out: new to the check, so checked
     calls = _round_trips(monkeypatch)
 
     check_quietly(raw_connection)
@@ -209,7 +228,19 @@ def test_a_quiet_connection_is_handed_out_without_a_round_trip(raw_connection, m
     assert calls == []
 
 
+def test_a_connection_idle_for_a_while_is_checked_for_real(raw_connection, monkeypatch):
+    # A NAT or firewall drops an idle flow without a word: only sending finds it.
+    check_quietly(raw_connection)
+    pool._handed_out[raw_connection] -= pool.RECENT_SECONDS + 1
+    calls = _round_trips(monkeypatch)
+
+    check_quietly(raw_connection)
+
+    assert calls == [raw_connection]
+
+
 def test_a_connection_the_server_spoke_on_is_checked_for_real(raw_connection, monkeypatch):
+    check_quietly(raw_connection)
     raw_connection.execute("LISTEN opspanel_check")
     with psycopg.connect(raw_connection.info.dsn, autocommit=True) as other:
         other.execute("NOTIFY opspanel_check")
@@ -222,6 +253,7 @@ def test_a_connection_the_server_spoke_on_is_checked_for_real(raw_connection, mo
 
 
 def test_a_connection_the_server_ended_fails_the_check(raw_connection):
+    check_quietly(raw_connection)
     pid = raw_connection.info.backend_pid
     with psycopg.connect(raw_connection.info.dsn, autocommit=True) as killer:
         killer.execute("SELECT pg_terminate_backend(%s)", [pid])
@@ -230,3 +262,19 @@ def test_a_connection_the_server_ended_fails_the_check(raw_connection):
 
     with pytest.raises(psycopg.OperationalError):
         check_quietly(raw_connection)
+
+
+def test_a_connection_on_a_descriptor_above_1023_is_checked(raw_connection):
+    # select() cannot watch descriptors past FD_SETSIZE; a busy worker has them.
+    spare = []
+    try:
+        while len(spare) < 1100 and (not spare or spare[-1] < 1100):
+            spare.append(os.open(os.devnull, os.O_RDONLY))
+        with psycopg.connect(raw_connection.info.dsn, autocommit=True) as high:
+            assert high.fileno() > 1023
+            check_quietly(high)
+            check_quietly(high)
+            assert high.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for fd in spare:
+            os.close(fd)

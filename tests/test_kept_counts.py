@@ -331,6 +331,32 @@ def test_a_session_row_keeps_the_id_of_the_user_it_signs_in(client, support_user
     assert Session.objects.get(session_key=key).user_id == support_user.pk
 
 
+def test_an_async_save_keeps_the_user_id_too(support_user):
+    from asgiref.sync import async_to_sync
+    from django.contrib.auth import BACKEND_SESSION_KEY, SESSION_KEY
+
+    from accounts.models import Session
+    from accounts.sessions import SessionStore
+
+    store = SessionStore()
+    store[SESSION_KEY] = str(support_user.pk)
+    store[BACKEND_SESSION_KEY] = "accounts.backends.RoleModelBackend"
+    async_to_sync(store.asave)()
+
+    assert Session.objects.get(session_key=store.session_key).user_id == support_user.pk
+
+
+def test_a_session_naming_a_user_deleted_meanwhile_still_saves(db):
+    # No foreign key in the database: its check at commit would fail the
+    # save, and Django's SessionStore.create retries a failed save for ever.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_constraint"
+            " WHERE conrelid = 'accounts_session'::regclass AND contype = 'f'"
+        )
+        assert cursor.fetchone()[0] == 0
+
+
 def test_the_user_read_with_the_session_must_be_the_one_its_signed_data_names(
     client, support_user, admin_user
 ):

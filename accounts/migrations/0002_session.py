@@ -8,6 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0001_roles"),
+        ("sessions", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -26,6 +27,7 @@ class Migration(migrations.Migration):
                 (
                     "user",
                     models.ForeignKey(
+                        db_constraint=False,
                         null=True,
                         on_delete=django.db.models.deletion.CASCADE,
                         related_name="+",
@@ -40,4 +42,8 @@ class Migration(migrations.Migration):
                 "abstract": False,
             },
         ),
+        # Django's table is no longer read: its sessions are not carried over
+        # (everyone signs in once more), and none are left in it for
+        # clearsessions, which cleans the new table, to miss.
+        migrations.RunSQL("DELETE FROM django_session", reverse_sql=migrations.RunSQL.noop),
     ]
