@@ -216,6 +216,19 @@ class Measured:
     def rate(self):
         return len(self.answers) / self.seconds
 
+    @property
+    def statuses(self):
+        """The response statuses seen, each once, in order."""
+        return sorted({answer.status for answer in self.answers})
+
+    def cpu(self):
+        """The CPU milliseconds a request cost, by where they were spent."""
+        return {
+            "gunicorn": self.gunicorn_ms,
+            "postgres": self.postgres_ms,
+            "client": self.client_ms,
+        }
+
     def cpu_text(self):
         server = self.gunicorn_ms + self.postgres_ms
         return (
