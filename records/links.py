@@ -29,11 +29,7 @@ def _halves(name):
 
 def link(name, value):
     """``reverse(name, args=[value])`` for a route with one argument."""
-    value = str(value)
-    if PLAIN.fullmatch(value) and value not in (".", ".."):
-        head, tail = _halves(name)
-        return get_script_prefix() + head + value + tail
-    return reverse(name, args=[value])
+    return linker(name)(value)
 
 
 def linker(name):
