@@ -21,20 +21,30 @@ from tests.helpers import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-@contextmanager
-def broker_unreachable():
-    """Point the app at a port where no broker listens (the broker is "down")."""
-    saved = app.conf.broker_url, app.conf.broker_write_url
-    app.conf.broker_url = app.conf.broker_write_url = "redis://127.0.0.1:9/0"
+def _set_broker(url, write_url):
+    app.conf.broker_url, app.conf.broker_write_url = url, write_url
     app._pool = None
     app.amqp._producer_pool = None
+
+
+@contextmanager
+def broker_at(url):
+    """Point the app's broker at ``url`` for the block, then back (its
+    connection pools made afresh each way)."""
+    saved = app.conf.broker_url, app.conf.broker_write_url
+    _set_broker(url, url)
     try:
         yield
     finally:
-        app.conf.broker_url, app.conf.broker_write_url = saved
-        app._pool = None
-        app.amqp._producer_pool = None
+        _set_broker(*saved)
         broker_recovered()  # the next test's sends are not skipped
+
+
+@contextmanager
+def broker_unreachable():
+    """Point the app at a port where no broker listens (the broker is "down")."""
+    with broker_at("redis://127.0.0.1:9/0"):
+        yield
 
 
 def test_a_webhook_event_is_applied_by_the_worker(client, worker):
@@ -105,19 +115,12 @@ def broker_refusing():
             conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
-    saved = app.conf.broker_url, app.conf.broker_write_url
-    app.conf.broker_url = app.conf.broker_write_url = f"redis://127.0.0.1:{port}/0"
-    app._pool = None
-    app.amqp._producer_pool = None
-    broker_recovered()
-    try:
-        yield accepted
-    finally:
-        listener.close()
-        app.conf.broker_url, app.conf.broker_write_url = saved
-        app._pool = None
-        app.amqp._producer_pool = None
+    with broker_at(f"redis://127.0.0.1:{port}/0"):
         broker_recovered()
+        try:
+            yield accepted
+        finally:
+            listener.close()
 
 
 def test_with_the_broker_down_a_webhook_tries_it_once_then_not_at_all_for_a_while(client):

@@ -5,10 +5,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from lib.tasks import broker_recovered
 from opspanel.celery import app
 from tests.conftest import PASSWORD
-from tests.test_celery_integration import broker_unreachable
+from tests.test_celery_integration import broker_at, broker_unreachable
 
 pytestmark = pytest.mark.django_db
 
@@ -76,23 +75,14 @@ class Forwarder:
 
 @contextmanager
 def broker_through(relay):
-    saved = app.conf.broker_url, app.conf.broker_write_url
-    url = urlsplit(saved[0])
+    url = urlsplit(app.conf.broker_url)
     relay.target = (url.hostname, url.port or 6379)
     relay.start()
-    app.conf.broker_url = app.conf.broker_write_url = url._replace(
-        netloc=f"127.0.0.1:{relay.port}"
-    ).geturl()
-    app._pool = None
-    app.amqp._producer_pool = None
     try:
-        yield relay
+        with broker_at(url._replace(netloc=f"127.0.0.1:{relay.port}").geturl()):
+            yield relay
     finally:
         relay.stop()
-        app.conf.broker_url, app.conf.broker_write_url = saved
-        app._pool = None
-        app.amqp._producer_pool = None
-        broker_recovered()
 
 
 @pytest.mark.skipif(
