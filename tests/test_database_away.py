@@ -103,15 +103,19 @@ def test_a_page_while_the_database_is_away_is_a_503_page_in_the_layout(support_u
     assert client.get("/orders/").status_code == 200
 
 
+def plain_connection():
+    """A psycopg connection of its own to the test database, outside Django's pool."""
+    params = connection.get_connection_params()
+    for key in ("pool", "cursor_factory", "context"):
+        params.pop(key, None)
+    return psycopg.connect(**params, autocommit=True)
+
+
 def terminate_other_backends():
     """What a PostgreSQL restart does to the pool's idle connections: ended,
     and gone (``pg_terminate_backend`` returns before a backend has said its
     goodbye; a restart's clients come after it)."""
-    params = connection.get_connection_params()
-    params.pop("pool", None)
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    with psycopg.connect(**params, autocommit=True) as killer:
+    with plain_connection() as killer:
         pids = [
             pid
             for pid, _ in killer.execute(
@@ -149,18 +153,15 @@ def test_only_a_database_out_of_reach_counts_as_unavailable():
         psycopg.connect(host="127.0.0.1", port=closed_port(), connect_timeout=2)
     assert unavailable(refused.value)
 
-    params = connection.get_connection_params()
-    for key in ("pool", "cursor_factory", "context"):
-        params.pop(key, None)
-    with psycopg.connect(**params, autocommit=True) as conn:
+    with plain_connection() as conn:
         pid = conn.info.backend_pid
-        with psycopg.connect(**params, autocommit=True) as killer:
+        with plain_connection() as killer:
             killer.execute("SELECT pg_terminate_backend(%s)", [pid])
         with pytest.raises(psycopg.OperationalError) as shut_down:
             conn.execute("SELECT 1")
     assert unavailable(shut_down.value)  # AdminShutdown, or the cut connection
 
-    with psycopg.connect(**params, autocommit=True) as conn:
+    with plain_connection() as conn:
         with pytest.raises(psycopg.Error) as bad_query:
             conn.execute("SELECT * FROM no_such_table")
         assert not unavailable(bad_query.value)
@@ -194,10 +195,7 @@ def test_while_the_database_is_known_away_requests_answer_without_waiting_on_the
 
 @pytest.fixture
 def raw_connection():
-    params = connection.get_connection_params()
-    for key in ("pool", "cursor_factory", "context"):
-        params.pop(key, None)
-    with psycopg.connect(**params, autocommit=True) as conn:
+    with plain_connection() as conn:
         yield conn
 
 
