@@ -8,18 +8,17 @@ queries. Here one plain statement returns the user's row and the strongest
 role among their groups, cached on the user object for this request only,
 so a role taken away counts at the next request.
 
-The statement goes through ``lib.rawsql.fetch`` (the row made into a user
-as the ORM makes it), not ``Manager.raw()``: a RawQuerySet works out its
-columns and the model's init order on every call, half of what reading the
-user cost (issue 14).
+The statement goes through a plain cursor and ``Model.from_db`` (what the
+ORM itself makes a row into), not ``Manager.raw()``: a RawQuerySet works
+out its columns and the model's init order on every call, half of what
+reading the user cost (issue 14).
 """
 
 from functools import cache
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
-
-from lib.rawsql import columns, fetch
+from django.db import connections, router
 
 from .roles import ADMIN, OPERATIONS, SUPPORT
 
@@ -29,14 +28,44 @@ ROLE = """(
     WHERE ug.user_id = u.id AND g.name IN (%(admin)s, %(operations)s, %(support)s)
     ORDER BY CASE g.name WHEN %(admin)s THEN 0 WHEN %(operations)s THEN 1 ELSE 2 END
     LIMIT 1
-)"""
+) AS opspanel_role"""
+USER_WITH_ROLE = "SELECT {columns}, " + ROLE + " FROM auth_user u WHERE u.id = %(id)s"  # noqa: S608 - the columns are the model's
+
+
 ROLE_PARAMS = {"admin": ADMIN, "operations": OPERATIONS, "support": SUPPORT}
 
 
 @cache
-def _read(model):
-    """The user's row and their role: the same statement on every request."""
-    return f"SELECT {columns('u', model)}, {ROLE} FROM auth_user u WHERE u.id = %(id)s"  # noqa: S608 - the columns are the model's
+def user_columns(model, using):
+    """``u.id, u.password, …`` (every column of the user model) and their
+    converters (position, converter): the same on every request, so made
+    once per process. ``accounts.sessions`` reads the same columns."""
+    fields = model._meta.concrete_fields
+    columns = ", ".join(f"u.{field.column}" for field in fields)
+    converters = [
+        (i, converter)
+        for i, field in enumerate(fields)
+        for converter in field.get_db_converters(connections[using])
+    ]
+    return columns, converters
+
+
+@cache
+def _read(model, using):
+    columns, converters = user_columns(model, using)
+    return USER_WITH_ROLE.format(columns=columns), converters
+
+
+def user_from_row(model, using, values, role):
+    """The user a row of ``user_columns`` (and the role column) makes."""
+    connection = connections[using]
+    _, converters = user_columns(model, using)
+    values = list(values)
+    for i, converter in converters:
+        values[i] = converter(values[i], None, connection)
+    user = model.from_db(using, None, values)
+    user._opspanel_role = role
+    return user
 
 
 class RoleModelBackend(ModelBackend):
@@ -48,11 +77,15 @@ class RoleModelBackend(ModelBackend):
             return None
         user = read_with_session(pk)
         if user is None:
-            found = fetch(_read(model), {**ROLE_PARAMS, "id": pk}, model, extra=("role",))
-            if not found:
+            using = router.db_for_read(model)
+            sql, _ = _read(model, using)
+            with connections[using].cursor() as cursor:
+                cursor.execute(sql, {**ROLE_PARAMS, "id": pk})
+                row = cursor.fetchone()
+            if row is None:
                 return None
-            ((user, role),) = found
-            user._opspanel_role = role
+            *values, role = row
+            user = user_from_row(model, using, values, role)
         return user if self.user_can_authenticate(user) else None
 
 

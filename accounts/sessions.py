@@ -17,21 +17,22 @@ from functools import cache
 
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.sessions.backends import db
+from django.db import connections, router
 from django.utils import timezone
 
-from lib.rawsql import columns, fetch
+from .backends import ROLE, ROLE_PARAMS, user_columns, user_from_row
 
-from .backends import ROLE, ROLE_PARAMS
+READ = (
+    "SELECT s.session_data, s.expire_date, s.user_id, {columns}, " + ROLE + " FROM"
+    " accounts_session s LEFT JOIN auth_user u ON u.id = s.user_id"
+    " WHERE s.session_key = %(key)s AND s.expire_date > %(now)s"
+)
 
 
 @cache
-def _read(session_model, user_model):
-    """The session, its user and their role: the same statement on every request."""
-    return (
-        f"SELECT {columns('s', session_model)}, {columns('u', user_model)}, {ROLE}"  # noqa: S608 - the columns are the models'
-        " FROM accounts_session s LEFT JOIN auth_user u ON u.id = s.user_id"
-        " WHERE s.session_key = %(key)s AND s.expire_date > %(now)s"
-    )
+def _read(user_model, using):
+    columns, _ = user_columns(user_model, using)
+    return READ.format(columns=columns)
 
 
 class SessionStore(db.SessionStore):
@@ -49,19 +50,24 @@ class SessionStore(db.SessionStore):
         if not self.session_key:
             self._session_key = None
             return None
+        using = router.db_for_read(self.model)
         user_model = get_user_model()
         params = {**ROLE_PARAMS, "key": self.session_key, "now": timezone.now()}
-        found = fetch(
-            _read(self.model, user_model), params, self.model, user_model, extra=("role",)
-        )
-        if not found:
+        with connections[using].cursor() as cursor:
+            cursor.execute(_read(user_model, using), params)
+            row = cursor.fetchone()
+        if row is None:
             self._session_key = None
             return None
-        ((session, user, role),) = found
-        if user is not None:
-            user._opspanel_role = role
-            self.user_read = user
-        return session
+        data, expire_date, user_id, *user, role = row
+        if user_id is not None and user[0] is not None:
+            self.user_read = user_from_row(user_model, using, user, role)
+        return self.model(
+            session_key=self.session_key,
+            session_data=data,
+            expire_date=expire_date,
+            user_id=user_id,
+        )
 
     def create_model_instance(self, data):
         """The row to save: Django's, with the id of the user it signs in."""
