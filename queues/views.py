@@ -22,7 +22,7 @@ from lib.listing import Listing, show_list
 from records.models import Pool
 
 from . import page, services, stuck
-from .charts import draw_histogram
+from .charts import figure
 from .filters import StuckFilter
 from .forms import BULK_ACTIONS, BulkForm, ClaimForm, PoolSlaForm
 
@@ -66,12 +66,18 @@ def _page_context(request, filterset):
     pools = stuck.all_pools()
     ages = _histogram(filterset, timezone.now(), pools)
     per_pool = {pool.pool_id: pool.total for pool in ages}
-    return _abilities(request.user) | {
-        "histogram": draw_histogram(ages),
-        "bands": stuck.AGE_BANDS,
-        "pools": [(pool, per_pool.get(pool.pool_id, 0)) for pool in pools],
+    abilities = _abilities(request.user)
+    params = filterset.params()
+    return abilities | {
+        "figure": figure(
+            ages,
+            [(pool, per_pool.get(pool.pool_id, 0)) for pool in pools],
+            can_set_sla=abilities["can_set_sla"],
+            filtered=bool(params),
+        ),
+        "stuck_total": sum(per_pool.values()),
         "scheduled": stuck.last_scheduled_repoll(),
-        "bulk_filters": filterset.params(),
+        "bulk_filters": params,
     }
 
 

@@ -250,6 +250,38 @@ def test_the_histogram_follows_the_filters(support, queue_data):
     }
 
 
+def test_the_figure_is_drawn_again_only_when_what_it_shows_changes(
+    support, operations_user, queue_data, tmp_path, monkeypatch
+):
+    from django.test import Client
+
+    from queues import charts
+
+    ops = Client()
+    ops.force_login(operations_user)
+
+    drawn = []
+    draw = charts.draw_histogram
+    monkeypatch.setattr(charts, "draw_histogram", lambda ages: drawn.append(ages) or draw(ages))
+    monkeypatch.setattr(charts, "_FIGURES", {})
+
+    first = support.get(QUEUE)
+    again = support.get(QUEUE)
+    assert len(drawn) == 1
+    assert histogram(again) == histogram(first)
+
+    # A new stuck trade, a changed SLA, the admin's column, a filter: each drawn anew.
+    import_events(tmp_path, reserved("pt_live_Q08", 20 * M, partner="ptn_globex"))
+    assert histogram(support.get(QUEUE))["EUR-USDT"]["under-1h"] == 3
+    Pool.objects.filter(pool_id="USD-USDC").update(sla_minutes=60)
+    assert '<td class="num">60 min</td>' in support.get(QUEUE).content.decode()
+    assert "/pools/EUR-USDT/sla" not in support.get(QUEUE).content.decode()  # kept
+    assert "/pools/EUR-USDT/sla" in ops.get(QUEUE).content.decode()
+    assert "matching the filters" not in support.get(QUEUE).content.decode()  # kept
+    assert "matching the filters" in support.get(f"{QUEUE}?pool=EUR-USDT").content.decode()
+    assert len(drawn) == 5
+
+
 # --- CSV --------------------------------------------------------------------------
 
 
