@@ -115,6 +115,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "lib.csrf.csrf",  # one masked token per response (lib/csrf.py)
             ],
         },
     },
@@ -127,7 +128,10 @@ TEMPLATES = [
         "APP_DIRS": False,
         "OPTIONS": {
             "environment": "opspanel.jinja2.environment",
-            "context_processors": ["django.contrib.auth.context_processors.auth"],
+            "context_processors": [
+                "django.contrib.auth.context_processors.auth",
+                "lib.csrf.csrf",
+            ],
         },
     },
 ]

@@ -1,0 +1,41 @@
+"""One masked CSRF token per response, for both template engines.
+
+Django masks the session's CSRF secret afresh every time a template reads
+``csrf_token`` or ``csrf_input`` (its context value is lazy and evaluated on
+each use): the layout's header and sign-out form and a list's table took five
+masks of 32 random characters each per page. A mask per response is what
+BREACH asks for (the token differs between responses); this context
+processor, listed for both engines after Django's own, gives every read in
+one request the same masked token, and masks again if the secret changed
+meanwhile (a sign-in rotates it).
+"""
+
+from django.middleware.csrf import get_token
+from django.utils.functional import lazy
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+
+def masked_token(request):
+    """``get_token(request)``, masked once per request and secret."""
+    kept = request.__dict__.get("_masked_csrf_token")
+    secret = request.META.get("CSRF_COOKIE")
+    if kept is not None and secret is not None and kept[0] == secret:
+        return kept[1]
+    token = get_token(request)
+    request._masked_csrf_token = (request.META.get("CSRF_COOKIE"), token)
+    return token
+
+
+def _input(request):
+    return format_html(
+        '<input type="hidden" name="csrfmiddlewaretoken" value="{}">', masked_token(request)
+    )
+
+
+def csrf(request):
+    """``csrf_token`` and ``csrf_input`` as Django's engines give them, one mask a request."""
+    return {
+        "csrf_token": lazy(masked_token, str)(request),
+        "csrf_input": lazy(_input, SafeString, str)(request),
+    }
