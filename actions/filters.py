@@ -4,7 +4,7 @@ import django_filters as filters
 from django import forms
 
 from accounts.permissions import Action
-from lib.filters import date_filter
+from lib.filters import FilterSet, date_filter
 
 from .models import Run
 
@@ -25,7 +25,7 @@ MINE, EVERYONE = "mine", "all"
 SCHEDULE = "schedule"
 
 
-class RunFilter(filters.FilterSet):
+class RunFilter(FilterSet):
     """Your own runs unless asked otherwise: ``who=all`` for everyone's, or a username.
 
     A username is the narrower question, so it wins over ``who``.

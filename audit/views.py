@@ -6,14 +6,14 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
 from accounts.permissions import Read, require
-from lib.filters import date_filter
+from lib.filters import FilterSet, date_filter
 from lib.listing import Listing, show_list
 from records.models import order_url
 
 from .models import Entry
 
 
-class EntryFilter(filters.FilterSet):
+class EntryFilter(FilterSet):
     actor = filters.CharFilter(
         field_name="actor_name",
         lookup_expr="iexact",

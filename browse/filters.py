@@ -4,6 +4,7 @@ import django_filters as filters
 from django.db.models import Exists, OuterRef
 
 from lib.filters import (
+    FilterSet,
     date_filter,
     id_prefix_filter,
     livemode_filter,
@@ -16,7 +17,7 @@ from records.models import Identifier, LedgerEntry, Quote, Trade, WebhookEvent
 TRADE_STATUSES = [(s, s) for s in states.STATUSES]
 
 
-class OrderFilter(filters.FilterSet):
+class OrderFilter(FilterSet):
     id = id_prefix_filter(method="filter_id_prefix")
     partner = partner_filter("partner__partner_id")
     pool = pool_filter(method="filter_pool")
@@ -52,7 +53,7 @@ class OrderFilter(filters.FilterSet):
         return queryset.filter(Exists(Trade.objects.filter(order=OuterRef("pk"), status=value)))
 
 
-class TradeFilter(filters.FilterSet):
+class TradeFilter(FilterSet):
     partner = partner_filter("order__partner__partner_id")
     pool = pool_filter()
     livemode = livemode_filter()
@@ -60,7 +61,7 @@ class TradeFilter(filters.FilterSet):
     date = date_filter("created_at", "Created")
 
 
-class EventFilter(filters.FilterSet):
+class EventFilter(FilterSet):
     partner = partner_filter("partner_id")
     livemode = livemode_filter()
     type = filters.ChoiceFilter(
@@ -75,7 +76,7 @@ class EventFilter(filters.FilterSet):
     date = date_filter("created_at", "Created")
 
 
-class LedgerFilter(filters.FilterSet):
+class LedgerFilter(FilterSet):
     partner = partner_filter("partner__partner_id")
     pool = pool_filter()
     livemode = livemode_filter()

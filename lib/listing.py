@@ -60,7 +60,9 @@ class Listing:
 def show_list(request, listing):
     """One page of ``listing`` under the request's filters, or all of it as CSV."""
     # The request goes along for filters that read who is asking ("my runs").
-    filterset = listing.filterset(request.GET, queryset=listing.queryset(), request=request)
+    # The queryset is built only if read (``lib.filters.FilterSet``): a page
+    # read another way (``listing.page``) never needs it.
+    filterset = listing.filterset(request.GET, queryset=listing.queryset, request=request)
     page_form = PageForm(request.GET, listing=listing)
     page_form.is_valid()  # a bad cursor or page size falls back; the form says so
     after = page_form.cleaned_data.get("after")

@@ -3,12 +3,12 @@
 import django_filters as filters
 from django.utils import timezone
 
-from lib.filters import livemode_filter, partner_filter, pool_filter
+from lib.filters import FilterSet, livemode_filter, partner_filter, pool_filter
 
 from .stuck import AGE_BANDS, BANDS
 
 
-class StuckFilter(filters.FilterSet):
+class StuckFilter(FilterSet):
     partner = partner_filter("order__partner__partner_id")
     pool = pool_filter()
     age = filters.ChoiceFilter(

@@ -142,3 +142,45 @@ def test_the_kept_filter_form_is_the_form_drawn_for_the_query(
     assert kept[0] == kept[1] == normalised(support.get(f"{QUEUE}?{query}"))
     assert other == normalised(support.get(f"{QUEUE}?pool=GBP-USDT")) != kept[0]
     assert 'value="GBP-USDT"' in other
+
+
+# --- what a page load builds ------------------------------------------------------
+
+
+def test_a_queue_page_never_builds_the_orm_queryset_its_csv_reads(support, monkeypatch):
+    built = []
+
+    def counted():
+        built.append(1)
+        return stuck_trades()
+
+    monkeypatch.setattr(views, "STUCK", dataclasses.replace(views.STUCK, queryset=counted))
+
+    assert support.get("/queues/stuck?partner=ptn_acme&age=1-4h").status_code == 200
+    assert built == []
+    assert support.get("/queues/stuck?partner=ptn_acme&format=csv").status_code == 200
+    assert built == [1]
+
+
+def test_a_filterset_makes_its_form_class_once_and_each_form_its_own_fields():
+    from django.http import QueryDict
+
+    from browse.filters import TradeFilter
+
+    first = StuckFilter(QueryDict("pool=EUR-USDT"), queryset=stuck_trades)
+    second = StuckFilter(QueryDict(""), queryset=stuck_trades())
+
+    assert first.get_form_class() is second.get_form_class()
+    assert first.form.fields["pool"] is not second.form.fields["pool"]
+    assert first.is_valid() and first.form.cleaned_data["pool"] == "EUR-USDT"
+    # Another FilterSet class has a form class of its own.
+    assert set(TradeFilter(QueryDict(""), queryset=Trade.objects.all()).form.fields) == {
+        "partner",
+        "pool",
+        "livemode",
+        "status",
+        "date",
+    }
+    # A filter's method is bound to the copy: it reaches this FilterSet.
+    assert first.filters["age"].filter.f is first.filters["age"]
+    assert first.filters["age"].parent is first
