@@ -47,7 +47,7 @@ SELECT {columns("t", *TRADE)}, {columns("o", *ORDER)}, {columns("pa", *PARTNER)}
    AND t.reserved_at < %s::timestamptz - p.sla_minutes * interval '1 minute'
    {{where}}
  ORDER BY t.reserved_at, t.id
- LIMIT %s
+ LIMIT {{limit}}
 """  # noqa: S608 - table and column names from the models
 
 
@@ -77,7 +77,8 @@ EMPTY = (None, "", [], (), {})  # django-filter's EMPTY_VALUES: no filter
 
 def page_sql(data, after, size, now):
     """PAGE_SQL and its parameters (positional: ``pgtrigger.ignore`` prefixes
-    a positional one to every statement) for the cleaned filters ``data``."""
+    a positional one to every statement) for the cleaned filters ``data``,
+    ``size`` rows and one more."""
     where, params = [], [now]
     for name, condition in CONDITIONS.items():
         value = data.get(name)
@@ -93,8 +94,12 @@ def page_sql(data, after, size, now):
             "t.reserved_at >= %s AND (t.reserved_at > %s OR (t.reserved_at = %s AND t.id > %s))"
         )
         params += [moment, moment, moment, pk]
-    params.append(size + 1)
-    return PAGE_SQL.format(where="".join(f"AND {each}\n   " for each in where)), params
+    # The limit is written into the statement, not passed: with it a
+    # parameter PostgreSQL planned the statement afresh on every page (a
+    # generic plan's cost assumes a tenth of the rows), 0.4 of its 1.1 ms.
+    # A page size is one of a few numbers (``paging.PageForm``).
+    where = "".join(f"AND {each}\n   " for each in where)
+    return PAGE_SQL.format(where=where, limit=int(size) + 1), params
 
 
 _ORDER = Trade._meta.get_field("order")
