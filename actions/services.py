@@ -320,8 +320,8 @@ def latest_state_event(trade):
     however often the trade is polled again), else the newest.
 
     One query, the preference first in the ORDER BY (a window of newest
-    rows would fill up with polls): ``event_subject_time_idx``
-    (subject_id, created_at) finds the trade's events.
+    rows would fill up with polls): ``event_subject_source_idx``
+    (subject_id, source, created_at) finds the trade's events.
     """
     return (
         WebhookEvent.objects.filter(subject_id=trade.transact_id, type=f"trade.{trade.status}")
@@ -337,7 +337,7 @@ def latest_state_event(trade):
 def sent_instead(event):
     """For a status read of ours: the event 0Pools sent for the same trade and
     status, if any (the one a replay should send); None otherwise.
-    ``event_subject_time_idx``."""
+    ``event_subject_source_idx``."""
     if event.source != WebhookEvent.Source.POLL:
         return None
     return (

@@ -132,11 +132,15 @@ POLL = (WebhookEvent, ("id", "event_id", "subject_id", "type", "created_at"))
 HOLDER = (User, ("id", "username"))
 
 # For the page's trades, one statement: per trade (LATERAL), its newest
-# status read (a ``poll`` event: ``event_subject_time_idx`` walked backwards
-# on (subject_id, created_at), stopping at the first), its newest delivery
-# attempt of any of its events (events by ``subject_id``, their attempts by
-# ``event_id``; the cost follows the page's trades and their events, never
-# the size of the attempts table), and its claim with the user holding it.
+# status read (a ``poll`` event: ``event_subject_source_idx`` on (subject_id,
+# source, created_at, id) walked backwards, stopping at the first), its
+# newest delivery attempt of any event 0Pools sent about it (those events by
+# the same index, one range per source: an IN list would be a filter there;
+# their attempts by ``event_id``), and its claim with the user holding it.
+# A stuck trade's hundreds of status reads are never walked: the cost
+# follows the page's trades and the events sent about them, never the size
+# of the attempts table or how long a trade has been stuck.
+SENT = ", ".join(f"('{source}')" for source in WebhookEvent.Source if source != "poll")
 BESIDE_SQL = f"""
 SELECT {columns("e", *POLL)}, {columns("a", DeliveryAttempt)}, {columns("c", Claim)},
        {columns("u", *HOLDER)}, t.transact_id
@@ -148,9 +152,13 @@ SELECT {columns("e", *POLL)}, {columns("a", DeliveryAttempt)}, {columns("c", Cla
        LIMIT 1
   ) e ON true
   LEFT JOIN LATERAL (
-      SELECT a.* FROM records_webhookevent e
+      SELECT a.* FROM (VALUES {SENT}) AS s(source)
+       CROSS JOIN LATERAL (
+           SELECT e.event_id FROM records_webhookevent e
+            WHERE e.subject_id = t.transact_id AND e.source = s.source
+           OFFSET 0
+       ) e
         JOIN records_deliveryattempt a ON a.event_id = e.event_id
-       WHERE e.subject_id = t.transact_id
        ORDER BY a.attempted_at DESC, a.id DESC
        LIMIT 1
   ) a ON true

@@ -391,9 +391,16 @@ class WebhookEvent(models.Model):
                 condition=Q(order__isnull=False),
                 name="event_order_time_idx",
             ),
-            # A trade's events (replay latest state, last poll):
-            # WHERE subject_id = %s [AND type = %s] ORDER BY created_at DESC.
-            models.Index(fields=["subject_id", "created_at"], name="event_subject_time_idx"),
+            # A trade's events (replay latest state, the queue's last poll
+            # and last delivery): WHERE subject_id = %s [AND source ...]
+            # ORDER BY created_at DESC, id DESC. The source second: a trade
+            # stuck a day has 288 status reads of ours (the 5-minute
+            # re-poll), and neither its newest read nor the events 0Pools
+            # sent may cost a walk past all of them.
+            models.Index(
+                fields=["subject_id", "source", "created_at", "id"],
+                name="event_subject_source_idx",
+            ),
             # Linking late joins: WHERE order_id IS NULL AND link_key = ANY(%s).
             models.Index(
                 fields=["link_key"], condition=Q(order__isnull=True), name="event_unlinked_idx"

@@ -190,6 +190,24 @@ def test_a_row_shows_age_partner_pool_amount_last_poll_and_last_delivery(support
     assert 'href="/orders/ptn_acme/ref_R01/"' in text
 
 
+def test_a_day_of_status_reads_leaves_the_last_delivery_and_shows_the_newest_read(
+    support, tmp_path
+):
+    sent = reserved("pt_live_R02", 30 * H, event_id="evt_reservedR02")
+    import_events(tmp_path, sent, envelopes.delivery("evt_reservedR02", outcome="succeeded"))
+    # The 5-minute re-poll: status reads of ours, each its own event, after the delivery.
+    reads = [reserved("pt_live_R02", 30 * H, event_id=f"evt_pollR02n{i:03d}") for i in range(40)]
+    for i, read in enumerate(reads):
+        read["createdAt"] = iso(datetime.now(UTC) - (40 - i) * 5 * M)
+    pipeline.ingest([parse_envelope(read) for read in reads], "poll")
+
+    row = support.get(QUEUE).context["rows"][0]
+
+    assert row.last_poll.event_id == "evt_pollR02n039"
+    assert row.last_delivery.event_id == "evt_reservedR02"
+    assert row.last_delivery.outcome == "succeeded"
+
+
 # --- filters ------------------------------------------------------------------
 
 
