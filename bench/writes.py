@@ -49,6 +49,15 @@ class Rollback(Exception):
     pass
 
 
+def _broker():
+    """The broker a webhook publishes its task to: Redis, or the database
+    itself where none is configured, which cost each webhook about 2.2 ms
+    more of the server's CPU on the 10 M set (docs/scaling.md)."""
+    from django.conf import settings
+
+    return settings.CELERY_BROKER_URL.split("://")[0].split("+")[0].replace("sqla", "database")
+
+
 def rolled_back(fn):
     """Run ``fn`` in a transaction that is rolled back; return what it returned."""
     box = {}
@@ -370,7 +379,8 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
         report.add(
             Row(
                 "S4",
-                f"webhook, {total:,} new events, gunicorn 2 workers, {concurrency} clients",
+                f"webhook, {total:,} new events, gunicorn 2 workers, {concurrency} clients,"
+                f" broker {_broker()}",
                 f"{rate:,.0f} req/s, {text}; lost {lost}, applied twice {max(0, twice)}",
                 f"pgbench simple-update {tps:,.0f} tps; sign-in page {base_rate:,.0f} req/s"
                 if tps
