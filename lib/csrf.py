@@ -1,9 +1,9 @@
 """One masked CSRF token per response, for both template engines.
 
-Django masks the session's CSRF secret afresh every time a template reads
-``csrf_token`` or ``csrf_input`` (its context value is lazy and evaluated on
-each use): the layout's header and sign-out form and a list's table took five
-masks of 32 random characters each per page. A mask per response is what
+Django masks the session's CSRF secret afresh for every template rendered
+(its own context processor once a render, the Jinja2 backend's values on
+every read): the layout's header and sign-out form and a list's table took
+five masks of 32 random characters each per page. A mask per response is what
 BREACH asks for (the token differs between responses); this context
 processor, listed for both engines after Django's own, gives every read in
 one request the same masked token, and masks again if the secret changed

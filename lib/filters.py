@@ -58,16 +58,22 @@ class FilterSet(filters.FilterSet):
         for each in self.filters.values():
             each.model = queryset.model
 
-    @property
-    def qs(self):
+    def _made_queryset(self):
         if self._make_queryset is not None:
             make, self._make_queryset = self._make_queryset, None
             self._set_queryset(make())
+
+    @property
+    def qs(self):
+        self._made_queryset()
         return super().qs
 
     def get_form_class(self):
         made = type(self).__dict__.get("_form_class")
         if made is None:
+            # The labels django-filter derives for the fields read the model:
+            # the first form class of a process is made with it.
+            self._made_queryset()
             made = super().get_form_class()
             type(self)._form_class = made  # this class's own, not a subclass's
         return made

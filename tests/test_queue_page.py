@@ -198,3 +198,24 @@ def test_the_page_statement_names_its_limit_rather_than_binding_it():
     assert sql.rstrip().endswith("LIMIT 51")
     assert params == [now, "ptn_acme"]
     assert page_sql({}, None, 200, now)[0].rstrip().endswith("LIMIT 201")
+
+
+def test_a_form_class_first_made_by_a_lazy_filterset_keeps_the_model_labels(monkeypatch):
+    from django.http import QueryDict
+
+    from browse.filters import TradeFilter
+
+    monkeypatch.delattr(TradeFilter, "_form_class", raising=False)
+    built = []
+
+    def trades():
+        built.append(1)
+        return Trade.objects.all()
+
+    form = TradeFilter(QueryDict(""), queryset=trades).form
+
+    # django-filter derives a label from the model's field where none is given.
+    assert form.fields["status"].label == "Status"
+    assert built == [1]  # once, for the first form class of the process
+    assert TradeFilter(QueryDict(""), queryset=trades).form.fields["status"].label == "Status"
+    assert built == [1]
