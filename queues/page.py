@@ -156,7 +156,7 @@ SELECT {columns("e", *POLL)}, {columns("a", DeliveryAttempt)}, {columns("c", Cla
        CROSS JOIN LATERAL (
            SELECT e.event_id FROM records_webhookevent e
             WHERE e.subject_id = t.transact_id AND e.source = s.source
-           OFFSET 0
+           OFFSET 0  -- kept apart: flattened into the join, the ranges became a filter
        ) e
         JOIN records_deliveryattempt a ON a.event_id = e.event_id
        ORDER BY a.attempted_at DESC, a.id DESC
