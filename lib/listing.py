@@ -10,13 +10,13 @@ oldest first, or exported whole as CSV (``exports``). The template is
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 from django_htmx.http import push_url
 
+from .drawn import Drawn
 from .exports import csv_response
 from .paging import PER_PAGE, PageForm, keyset_page, make_cursor
 
@@ -131,24 +131,20 @@ def _render(template, listing, context, request):
 
 # Drawn filter forms, by listing and query (``Listing.form_from_query``): a
 # form was a fifth of the stuck queue's page, the same markup on every load.
-_FORMS = {}
-_FORMS_KEPT = 256  # queries; then the drawer starts afresh
+_FORMS = Drawn(256)  # queries
 _NOT_FORM = ("after", "format", "per_page")  # drawn outside the form's fields
 
 
 def _filter_fields(listing, filterset, query):
     """The filter form's fields as ``lib/list.html#filter-fields`` draws them,
-    kept per listing and query (outside DEBUG, where a template may change)."""
+    kept per listing and query (``lib.drawn``; a key that long is not kept)."""
     asked = tuple((name, tuple(values)) for name, values in query.lists() if name not in _NOT_FORM)
     key = (listing.name, asked)
-    drawn = _FORMS.get(key)
-    if drawn is None:
-        drawn = render_to_string("lib/list.html#filter-fields", {"filters": filterset})
-        if not settings.DEBUG and len(repr(key)) < 1000:
-            if len(_FORMS) >= _FORMS_KEPT:
-                _FORMS.clear()
-            _FORMS[key] = drawn
-    return drawn
+    return _FORMS.get(
+        key,
+        lambda: render_to_string("lib/list.html#filter-fields", {"filters": filterset}),
+        keep=len(repr(key)) < 1000,
+    )
 
 
 def _query(params, **extra):

@@ -1,8 +1,9 @@
 """The stuck queue's age histogram, as geometry for an inline SVG (no script, CSP-clean)."""
 
-from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
+
+from lib.drawn import Drawn
 
 from .stuck import AGE_BANDS
 
@@ -59,8 +60,7 @@ def draw_histogram(pools):
 # Drawn figures, by what they show (``figure``): the histogram and the SLA
 # table were a tenth of the queue's page, drawn afresh on every load while
 # the counts they show change a few times a minute.
-_FIGURES = {}
-_FIGURES_KEPT = 256  # figures; then the drawer starts afresh
+_FIGURES = Drawn(256)
 
 
 def figure(ages, pools, *, can_set_sla, filtered):
@@ -69,24 +69,21 @@ def figure(ages, pools, *, can_set_sla, filtered):
 
     ``ages``: ``stuck.kept_histogram``'s counts; ``pools``: every pool, with
     its stuck count. The markup follows from these and the two flags alone,
-    so it is kept by their values (outside DEBUG, where a template may
-    change) and drawn again only when one of them changes.
+    so it is kept by their values (``lib.drawn``) and drawn again only when
+    one of them changes.
     """
     shown = tuple((pool.pool_id, pool.sla_minutes, stuck) for pool, stuck in pools)
     key = (tuple(ages), shown, bool(can_set_sla), bool(filtered))
-    drawn = _FIGURES.get(key)
-    if drawn is None:
+
+    def draw():
         context = {
             "histogram": draw_histogram(ages),
             "bands": AGE_BANDS,
-            "pools": [(pool, stuck) for pool, stuck in pools],
+            "pools": pools,
             "can_set_sla": can_set_sla,
             "filtered": filtered,
         }
         # The template escapes what it draws (the jinja2 engine autoescapes).
-        drawn = mark_safe(render_to_string("queues/figure.html", context, using="jinja2"))  # noqa: S308
-        if not settings.DEBUG:
-            if len(_FIGURES) >= _FIGURES_KEPT:
-                _FIGURES.clear()
-            _FIGURES[key] = drawn
-    return drawn
+        return mark_safe(render_to_string("queues/figure.html", context, using="jinja2"))  # noqa: S308
+
+    return _FIGURES.get(key, draw)

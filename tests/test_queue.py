@@ -273,6 +273,7 @@ def test_the_figure_is_drawn_again_only_when_what_it_shows_changes(
 ):
     from django.test import Client
 
+    from lib.drawn import Drawn
     from queues import charts
 
     ops = Client()
@@ -281,7 +282,7 @@ def test_the_figure_is_drawn_again_only_when_what_it_shows_changes(
     drawn = []
     draw = charts.draw_histogram
     monkeypatch.setattr(charts, "draw_histogram", lambda ages: drawn.append(ages) or draw(ages))
-    monkeypatch.setattr(charts, "_FIGURES", {})
+    monkeypatch.setattr(charts, "_FIGURES", Drawn(256))
 
     first = support.get(QUEUE)
     again = support.get(QUEUE)
