@@ -20,9 +20,10 @@ SIGN_IN = "/accounts/login/"
 
 
 def timed(client, urls, alongside=None):
-    """(times, query counts) of GETs of ``urls``, and with ``alongside`` the
-    times of a GET of it before each: a baseline taken in the same moments,
-    so a page's ratio to it holds while the machine's speed drifts."""
+    """(times, query counts, times beside) of GETs of ``urls``; with
+    ``alongside``, the times beside are those of a GET of it before each: a
+    baseline taken in the same moments, so a page's ratio to it holds while
+    the machine's speed drifts."""
     times, queries, beside = [], [], []
     for url in urls:
         if alongside:
@@ -42,7 +43,7 @@ def timed(client, urls, alongside=None):
         assert response.status_code in (200, 302), (url, response.status_code)
         assert "/accounts/login" not in response.get("Location", ""), url
         queries.append(counted[0])
-    return (times, queries, beside) if alongside else (times, queries)
+    return times, queries, beside
 
 
 def _counting(counted):
@@ -102,7 +103,6 @@ def deep_cursor(listing, queryset, depth):
     return make_cursor(listing, rows[0]), depth
 
 
-STUCK_PAGE = 50  # lib.paging.PER_PAGE
 READS_A_DAY = 24 * 60 // 5  # the beat re-polls a stuck trade every 5 minutes
 
 
@@ -200,6 +200,7 @@ def run(report, samples, admin_samples):
     from django.db.models import Count
 
     from browse import listings
+    from lib.paging import PER_PAGE
     from queues.stuck import stuck_trades
     from queues.views import STUCK
     from records.models import WebhookEvent
@@ -354,7 +355,7 @@ def run(report, samples, admin_samples):
 
     # The same first page after a day of the 5-minute re-poll: every trade on
     # it has 288 status reads of ours (rolled back after).
-    first_page = list(stuck.values_list("id", flat=True)[:STUCK_PAGE])
+    first_page = list(stuck.values_list("id", flat=True)[:PER_PAGE])
     with re_polled(first_page, READS_A_DAY):
         page_row(
             "S3",
