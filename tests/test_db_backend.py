@@ -82,3 +82,14 @@ def test_another_database_zone_keeps_djangos_loader():
         other = DatabaseWrapper(settings_dict, alias="zoned")
         loader = other.get_connection_params()["context"].get_loader(TIMESTAMPTZ, Format.TEXT)
         assert loader.timezone == other.timezone
+
+
+@pytest.mark.django_db
+def test_a_zone_changed_after_connecting_is_read_in_that_zone(settings):
+    _loader()
+    settings.TIME_ZONE = "Asia/Kolkata"
+    settings.USE_TZ = False
+    with connection.cursor() as cursor:
+        cursor.execute(SQL, [MOMENTS[:1]])
+        (naive,) = cursor.fetchone()
+    assert naive == datetime.datetime(2026, 6, 29, 1, 45, 3, 500000)

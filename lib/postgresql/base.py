@@ -72,9 +72,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if hasattr(loader, "timezone"):  # Django's BaseTzLoader
             return super().create_cursor(name)
         if not name:
-            return self.connection.cursor()
-        if self.settings_dict["OPTIONS"].get("server_side_binding") is not True:
-            return base.ServerSideCursor(
+            cursor = self.connection.cursor()
+        elif self.settings_dict["OPTIONS"].get("server_side_binding") is not True:
+            cursor = base.ServerSideCursor(
                 self.connection, name=name, scrollable=False, withhold=self.connection.autocommit
             )
-        return self.connection.cursor(name, scrollable=False, withhold=self.connection.autocommit)
+        else:
+            cursor = self.connection.cursor(
+                name, scrollable=False, withhold=self.connection.autocommit
+            )
+        if not self._loads_utc:
+            # The zone changed since the connection was made (a test's
+            # override_settings): Django's loader for this cursor, as Django does.
+            base.register_tzloader(self.timezone, cursor)
+        return cursor
