@@ -101,6 +101,16 @@ def parse(argv=None):
     return args
 
 
+SERVER_SETTINGS = (
+    "server_version",
+    "shared_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "synchronous_commit",
+    "effective_cache_size",
+)
+
+
 def main(argv=None, out=None):
     args = parse(argv)
     out = out or sys.stdout
@@ -163,7 +173,19 @@ def main(argv=None, out=None):
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_database_size(current_database())")
         size = cursor.fetchone()[0]
+        # The server's settings that move the figures at scale (S5 above all:
+        # with max_wal_size at its 1 GB default a 10 M import checkpoints
+        # every few hundred thousand events, see docs/scaling.md).
+        cursor.execute(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s)",
+            [list(SERVER_SETTINGS)],
+        )
+        server = dict(cursor.fetchall())
     report.meta["database_bytes"] = size
+    report.meta["server"] = server
+    report.notes.append(
+        "PostgreSQL " + ", ".join(f"{name} {server.get(name, '?')}" for name in SERVER_SETTINGS)
+    )
     seconds = built["seconds"]
     report.add(
         Row(

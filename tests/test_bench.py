@@ -104,6 +104,10 @@ def test_every_bench_operation_runs(tmp_path, request):
         "S1 exact", "S1 prefix", "S2 timeline", "S3 first page", "S3 deep page"
     }  # fmt: skip
     assert "EXPLAIN (ANALYZE, BUFFERS)" in done.stdout
+    # The server settings the figures depend on, with the result and on screen.
+    server = result["meta"]["server"]
+    assert {"shared_buffers", "max_wal_size", "synchronous_commit"} <= set(server)
+    assert f"max_wal_size {server['max_wal_size']}" in done.stdout
     assert "S5" in done.stdout
 
     # --dataset: the same build reused by name, migrated and vacuumed first; then dropped.
