@@ -146,7 +146,7 @@ def main(argv=None, out=None):
 
     from django.conf import settings
 
-    from bench import pages, writes
+    from bench import on_gunicorn, pages, writes
     from bench.report import Report, Row, git_commit
 
     report = Report(
@@ -205,7 +205,7 @@ def main(argv=None, out=None):
     if "webhook" in chosen:
         say("webhook (S4) and S1 over HTTP ...")
         ids = ids or pages.sample_ids(args.samples)
-        writes.bench_http(
+        on_gunicorn.bench_http(
             report, url, base_url, args.webhooks, args.concurrency, ids, args.pgbench_seconds
         )
     if "import" in chosen:
