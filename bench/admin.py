@@ -108,10 +108,6 @@ def bare_sql(value):
     return took
 
 
-def time_bare_sql(values):
-    return [(bare_sql(value), 1) for value in values]
-
-
 def time_bare_sql_back_to_back(values):
     """The bare statements on one cursor, one after another: how the bench
     timed them until December (a floor no code path reaches)."""
