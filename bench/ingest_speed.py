@@ -213,7 +213,7 @@ def measure_webhook(url, requests, concurrency=8, gunicorn_args=()):
     from tests import envelopes
 
     secret = "whsec_" + __import__("base64").b64encode(secrets.token_bytes(32)).decode()
-    from bench.net import free_port
+    from bench.net import free_port, wait_until_served
 
     port = free_port()
     env = {
@@ -252,12 +252,7 @@ def measure_webhook(url, requests, concurrency=8, gunicorn_args=()):
         "gunicorn_args": list(gunicorn_args),
     }
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code in (200, 503):
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_served(f"{base}/healthz", 200, answers=(200, 503))
         limits = httpx.Limits(max_connections=concurrency)
         with httpx.Client(timeout=30, limits=limits) as client:
             # Warm both workers (imports, pools) before anything is timed.

@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import orjson
 from django.db import connection, transaction
 
 from . import load
-from .net import free_port
+from .net import free_port, wait_until_served
 from .report import Row, latency
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +127,6 @@ def _gunicorn(url, secret, port):
 
 def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
     """S4 (new events POSTed to gunicorn) and S1 over HTTP, on 2 workers."""
-    import httpx
     from django.conf import settings
     from standardwebhooks.webhooks import Webhook
 
@@ -147,12 +145,7 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
     base = f"http://127.0.0.1:{port}"
     run_tag = secrets.token_hex(3)
     try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{base}/accounts/login/", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_served(f"{base}/accounts/login/", 200)
         from tests import envelopes
 
         signer = Webhook(secret)

@@ -14,7 +14,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +21,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import load  # noqa: E402
-from bench.net import free_port  # noqa: E402
+from bench.net import free_port, wait_until_served  # noqa: E402
 from bench.report import Row  # noqa: E402
 
 
@@ -48,14 +47,7 @@ def _gunicorn(url, port, **env):
             **env,
         },
     )
-    import httpx
-
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.1)
+    wait_until_served(f"http://127.0.0.1:{port}/healthz", 100)
     return server
 
 
