@@ -54,7 +54,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     @property
     def _loads_utc(self):
-        return is_psycopg3 and self.timezone is datetime.UTC and self.timezone_name == "UTC"
+        # Django's ``timezone`` is datetime.UTC only with USE_TZ and no
+        # database TIME_ZONE, and then it sets each session's zone to UTC.
+        return is_psycopg3 and self.timezone is datetime.UTC
 
     def get_connection_params(self):
         params = super().get_connection_params()
