@@ -1,16 +1,13 @@
 import base64
 import io
 import os
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
 import orjson
-import pgtrigger
 import pytest
 import stamina
 from django.core.management import call_command
-from django.db import connection
 from django.test import TransactionTestCase
 from standardwebhooks.webhooks import Webhook
 
@@ -18,7 +15,7 @@ from accounts.services import create_user
 from actions.upstream import MAX_TRIES
 from partners.services import rotate_secret, set_endpoint
 from records.models import Partner
-from tests.helpers import import_network
+from tests.helpers import import_network, ledger_truncate_allowed
 
 # The fault suite (tests/faults) starts its own servers and takes minutes:
 # only `make test-faults` (OPSPANEL_FAULTS=1) collects it, never `make test`.
@@ -106,30 +103,13 @@ def admin(client, admin_user):
     return client
 
 
-@contextmanager
-def client_side_binding():
-    """Django's client-side binding cursor on the default connection for a while."""
-    from django.db.backends.postgresql.base import Cursor
-
-    connection.ensure_connection()
-    raw = connection.connection
-    factory, raw.cursor_factory = raw.cursor_factory, Cursor
-    try:
-        yield
-    finally:
-        raw.cursor_factory = factory
-
-
 def _flush_with_ledger(flush):
     """pytest-django empties the database after a transactional test with
     TRUNCATE, which the append-only ledger refuses (``test_records`` shows
     it). Lift the refusal for that clean-up only, nowhere else."""
 
     def teardown(self):
-        # pgtrigger.ignore prefixes a parameterised statement to each query,
-        # which PostgreSQL refuses with server-side binding (the app's
-        # default): this clean-up binds client-side.
-        with client_side_binding(), pgtrigger.ignore("records.LedgerEntry:ledger_no_truncate"):
+        with ledger_truncate_allowed():
             flush(self)
 
     return teardown

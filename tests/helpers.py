@@ -2,12 +2,15 @@ import io
 import itertools
 import os
 import time
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
+import pgtrigger
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 from django.urls import URLPattern, URLResolver, get_resolver
 
 _keys = itertools.count(1)
@@ -96,3 +99,28 @@ def the_beat_repolls(transact_id):
 def received(upstream, partner="ptn_acme"):
     """What the sandbox partner receiver got (the ``upstream`` fixture's), oldest first."""
     return httpx.get(f"{upstream.url}/_sandbox/received", params={"partner": partner}).json()
+
+
+@contextmanager
+def client_side_binding():
+    """Django's client-side binding cursor on the default connection for a while."""
+    from django.db.backends.postgresql.base import Cursor
+
+    connection.ensure_connection()
+    raw = connection.connection
+    factory, raw.cursor_factory = raw.cursor_factory, Cursor
+    try:
+        yield
+    finally:
+        raw.cursor_factory = factory
+
+
+@contextmanager
+def ledger_truncate_allowed():
+    """The append-only ledger's refusal of TRUNCATE lifted, for emptying a
+    test database (``flush``) and nothing else."""
+    # pgtrigger.ignore prefixes a parameterised statement to each query,
+    # which PostgreSQL refuses with server-side binding (the app's default):
+    # this binds client-side.
+    with client_side_binding(), pgtrigger.ignore("records.LedgerEntry:ledger_no_truncate"):
+        yield
