@@ -2,24 +2,22 @@
 
 The same pipeline as the webhook minus the signature check. A bad line is
 reported with its number and reason; the rest still imports. Re-running the
-same file imports nothing new.
+same file imports nothing new. ``--jobs N`` imports a file in N processes
+side by side (``ingest.lanes``).
 """
 
 import gc
-import gzip
-import os
 import sys
 import time
-import zlib
 from contextlib import contextmanager, nullcontext
 
-import orjson
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from psycopg import sql
 
-from ingest.contract import ContractError, parse_envelope
-from ingest.pipeline import ingest
+from ingest.imports import Lines, import_lines, open_lines
+from ingest.lanes import LaneFailed, run_lanes
+from ingest.pipeline import relink_waiting
 from ingest.sql import execute
 from records.models import (
     DeliveryAttempt,
@@ -40,54 +38,39 @@ class Command(BaseCommand):
         parser.add_argument("path", help="NDJSON file, optionally gzipped, or - for stdin")
         parser.add_argument("--batch-size", type=int, default=2000)
         parser.add_argument(
+            "--jobs",
+            type=int,
+            default=1,
+            help="processes importing side by side, each with its own database connection"
+            " (a file only; stdin is read by one)",
+        )
+        parser.add_argument(
             "--progress",
             choices=["auto", "always", "never"],
             default="auto",
             help="progress bar on stderr: auto shows it when stderr is a terminal",
         )
 
-    def handle(self, path, batch_size, progress, **options):
-        with _few_collections():
-            self._import(path, batch_size, progress, options)
-
-    def _import(self, path, batch_size, progress, options):
-        stream, raw, total = _open(path)
+    def handle(self, path, batch_size, jobs, progress, **options):
+        if batch_size < 1:
+            raise CommandError("--batch-size must be 1 or more")
+        if jobs < 1:
+            raise CommandError("--jobs must be 1 or more")
+        if jobs > 1 and path == "-":
+            self.stderr.write("--jobs needs a file: standard input is read by one process")
+            jobs = 1
         show = progress == "always" or (progress == "auto" and sys.stderr.isatty())
-        counts = {"imported": 0, "duplicates": 0, "rejected": 0}
+        with _few_collections():
+            self._import(path, batch_size, jobs, show, options)
+
+    def _import(self, path, batch_size, jobs, show, options):
+        counts = _Counts(self.stderr)
         started = time.perf_counter()
-        broken = None
-        with stream, raw or nullcontext(), _progress(show, raw, total) as tick:
-            batch = []
-            number = 0
-            lines = enumerate(stream, start=1)
-            while True:
-                try:
-                    number, line = next(lines)
-                except StopIteration:
-                    break
-                except (EOFError, OSError, zlib.error) as exc:
-                    # A gzip file cut short, or one that only starts like gzip:
-                    # what came before is imported, and the command says where.
-                    broken = f"line {number + 1}: the gzip stream is broken ({exc})"
-                    break
-                if number % 1000 == 0:
-                    tick(number)
-                if not line.strip():
-                    continue
-                try:
-                    batch.append(parse_envelope(orjson.loads(line)))
-                except orjson.JSONDecodeError:
-                    self._reject(counts, number, "not valid JSON")
-                    continue
-                except ContractError as exc:
-                    self._reject(counts, number, str(exc))
-                    continue
-                if len(batch) >= batch_size:
-                    self._flush(batch, counts)
-                    batch = []
-            self._flush(batch, counts)
-            tick(number if raw is None else total)
-        if counts["imported"] >= ANALYZE_AFTER:
+        if jobs == 1:
+            broken, read = self._in_one(path, batch_size, show, counts)
+        else:
+            broken, read = self._in_lanes(path, batch_size, jobs, show, counts, options)
+        if counts.imported >= ANALYZE_AFTER:
             # Fresh statistics, or the planner keeps plans made for empty
             # tables (and skips the indexes the pages rely on). Only where
             # the rows changed since the last ANALYZE, this import's
@@ -98,46 +81,102 @@ class Command(BaseCommand):
                 for table in _stale_tables():
                     cursor.execute(f"ANALYZE {table}")
         elapsed = time.perf_counter() - started
-        total_seen = counts["imported"] + counts["duplicates"]
         self.stdout.write(
-            f"imported {counts['imported']}, duplicates {counts['duplicates']}, "
-            f"rejected {counts['rejected']}"
+            f"imported {counts.imported}, duplicates {counts.duplicates}, "
+            f"rejected {counts.rejected}"
         )
         if options["verbosity"] > 1:
-            self.stderr.write(f"{total_seen / elapsed:,.0f} events/s over {elapsed:.1f}s")
+            seen = counts.imported + counts.duplicates
+            lanes = f" in {jobs} lanes" if jobs > 1 else ""
+            self.stderr.write(f"{seen / elapsed:,.0f} events/s over {elapsed:.1f}s{lanes}")
         if broken:
-            raise CommandError(f"{broken}; the {number} lines before it were read")
-        if counts["rejected"]:
+            raise CommandError(f"{broken}; the {read} lines before it were read")
+        if counts.rejected:
             sys.exit(1)
 
-    def _reject(self, counts, number, reason):
-        counts["rejected"] += 1
+    def _in_one(self, path, batch_size, show, counts):
+        stream, raw, total = open_lines(path)
+        lines = Lines(stream)
+        with stream, raw or nullcontext(), _progress(show, total) as bar:
+            import_lines(lines, batch_size, _OneProcess(counts, bar, raw))
+            bar(lines.last if raw is None else total)
+        return lines.broken, lines.last
+
+    def _in_lanes(self, path, batch_size, jobs, show, counts, options):
+        # The lanes open the file themselves; opening it here first makes a
+        # missing file one clear error, not one from each lane.
+        stream, raw, total = open_lines(path)
+        with stream, raw:
+            pass
+        lanes = _Lanes(counts)
+        with _progress(show, total) as bar:
+            lanes.bar = bar
+            try:
+                broken, read = run_lanes(path, jobs, batch_size, lanes)
+            except LaneFailed as exc:
+                if options["verbosity"] > 1:
+                    self.stderr.write(exc.detail)
+                raise CommandError(
+                    f"{exc}. What the lanes committed stays imported: run the same command"
+                    " again to import the rest (what is there is skipped)."
+                ) from None
+            bar(total)
+        # Records that reached one lane before what they refer to was
+        # committed by another (rare: see ingest.lanes) are linked now.
+        while relink_waiting(RELINK_LIMIT) >= RELINK_LIMIT:
+            pass
+        return broken, read
+
+
+class _Counts:
+    """What the import did, and the rejected lines said on stderr as they come."""
+
+    def __init__(self, stderr):
+        self.stderr = stderr
+        self.imported = self.duplicates = self.rejected = 0
+
+    def reject(self, number, reason):
+        self.rejected += 1
         self.stderr.write(f"line {number}: {reason}")
 
-    def _flush(self, batch, counts):
-        if not batch:
-            return
-        for stored in ingest(batch, "import"):
-            counts["duplicates" if stored.duplicate else "imported"] += 1
+
+class _OneProcess:
+    """``import_lines``'s ``out`` in one process."""
+
+    def __init__(self, counts, bar, raw):
+        self.counts, self.bar, self.raw = counts, bar, raw
+
+    def rejected(self, number, reason):
+        self.counts.reject(number, reason)
+
+    def stored(self, results):
+        for stored in results:
+            if stored.duplicate:
+                self.counts.duplicates += 1
+            else:
+                self.counts.imported += 1
+
+    def read(self, number):
+        self.bar(number if self.raw is None else self.raw.tell())
 
 
-def _open(path):
-    """(line stream, the underlying file, its size in bytes or None for stdin)."""
-    if path == "-":
-        raw = sys.stdin.buffer
-        if raw.peek(2)[:2] == GZIP_MAGIC:
-            return gzip.GzipFile(fileobj=raw), None, None
-        return raw, None, None
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed with the stream
-    except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
-    size = os.fstat(raw.fileno()).st_size
-    if raw.read(2) == GZIP_MAGIC:
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw), raw, size
-    raw.seek(0)
-    return raw, raw, size
+class _Lanes:
+    """``run_lanes``'s ``out``."""
+
+    bar = None
+
+    def __init__(self, counts):
+        self.counts = counts
+
+    def rejected(self, number, reason):
+        self.counts.reject(number, reason)
+
+    def stored(self, imported, duplicates):
+        self.counts.imported += imported
+        self.counts.duplicates += duplicates
+
+    def at(self, position):
+        self.bar(position)
 
 
 def _stale_tables():
@@ -164,8 +203,9 @@ def _stale_tables():
     return sorted(table for table, tuples, changed in rows if changed >= STALE_SHARE * tuples)
 
 
-GZIP_MAGIC = b"\x1f\x8b"
 ANALYZE_AFTER = 10_000
+# relink_waiting looks at this many keys a call: a full call may have left more.
+RELINK_LIMIT = 1000
 # Autovacuum's default share (autovacuum_analyze_scale_factor): statistics
 # of a table of which less changed are still good. Changes add up over
 # imports (and autovacuum may be off, as on the bench's server).
@@ -206,10 +246,11 @@ def _few_collections():
 
 
 @contextmanager
-def _progress(show, raw, total):
-    """Yield ``tick(lines)``: a bar on stderr over bytes read (lines for stdin)."""
+def _progress(show, total):
+    """Yield ``bar(done)``: a bar on stderr over bytes read, or lines read
+    where the size is unknown (stdin)."""
     if not show:
-        yield lambda lines: None
+        yield lambda done: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -223,7 +264,4 @@ def _progress(show, raw, total):
     )
     task = bar.add_task("import", total=total)
     with bar:
-        if raw is None:
-            yield lambda lines: bar.update(task, completed=lines)
-        else:
-            yield lambda lines: bar.update(task, completed=raw.tell())
+        yield lambda done: bar.update(task, completed=done)

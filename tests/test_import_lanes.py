@@ -1,0 +1,212 @@
+"""manage.py import_events --jobs N: a file imported by N forked processes
+leaves exactly what one process leaves, reports each bad line once, and a
+lane that fails stops the import with a clear error and loses nothing.
+
+The lanes commit on connections of their own, so these tests run with
+``transaction=True`` (the test database is emptied after each).
+"""
+
+import gzip
+import io
+
+import orjson
+import pytest
+from django.core.management import CommandError, call_command
+
+from bench import dataset
+from ingest import imports
+from ingest.lanes import EVENT_MEMORY, Router
+from records.models import Trade, WebhookEvent
+from sandbox.catalogue import RECON_PLANS
+from sandbox.network import generate
+from tests import envelopes
+from tests.helpers import ledger_truncate_allowed, ndjson, subprocess_database_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _network(orders, seed):
+    """The sandbox's lines: every fault it plants (duplicates, events out of
+    order, ledger entries before their trade, delivery reports), and the
+    reconciliation exceptions (entries under trades that never come)."""
+    start = dataset.stream_start(orders)
+    return [orjson.dumps(e) for e in generate(orders, seed, start, exceptions=tuple(RECON_PLANS))]
+
+
+def _import(path, **options):
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        call_command("import_events", str(path), stdout=out, stderr=err, **options)
+    except SystemExit as exc:
+        code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def _url():
+    return subprocess_database_url()
+
+
+def _empty_tables():
+    with ledger_truncate_allowed():
+        call_command("flush", interactive=False, verbosity=0)
+
+
+def _same_records(one, other, *, skip=()):
+    """``dataset.snapshot``s hold the same records. A kept stuck-queue total
+    at zero is no record: whether one exists depends on which events shared
+    a batch (a trade reserved and settled within one statement never adds
+    its pair's row), in one process as in lanes."""
+    (one_counts, one_rows), (other_counts, other_rows) = one, other
+    for counts in (one_counts, other_counts):
+        counts.pop("records_reservedtotal")
+    for rows in (one_rows, other_rows):
+        rows["records_reservedtotal"] = [row for row in rows["records_reservedtotal"] if row[-1]]
+    assert one_counts == other_counts  # the same rows in every table
+    for name, rows in one_rows.items():
+        if name not in skip:
+            assert other_rows[name] == rows, name
+
+
+def _pks_in_file_order(lines):
+    first = list(dict.fromkeys(orjson.loads(line)["id"] for line in lines))
+    pk = dict(WebhookEvent.objects.values_list("event_id", "pk"))
+    return [pk[event_id] for event_id in first]
+
+
+@pytest.mark.parametrize("batch_size", [1, 25])
+def test_a_file_imported_in_lanes_leaves_what_one_process_leaves(tmp_path, batch_size):
+    lines = _network(40, 11)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    code, out, err = _import(path, jobs=3, batch_size=batch_size)
+    assert (code, err) == (0, "")
+    in_lanes = dataset.snapshot(_url())
+    in_lanes_pks = _pks_in_file_order(lines)
+    _empty_tables()
+    code, one_out, err = _import(path, batch_size=batch_size)
+    assert (code, err) == (0, "")
+    in_one = dataset.snapshot(_url())
+
+    assert out == one_out
+    assert out.startswith(f"imported {in_one[0]['records_webhookevent']}, duplicates ")
+    assert in_one[0]["records_webhookevent"] > 300
+    _same_records(in_one, in_lanes)
+    # One process stores events in the file's order; lanes store side by side.
+    assert _pks_in_file_order(lines) == sorted(_pks_in_file_order(lines))
+    assert in_lanes_pks != sorted(in_lanes_pks)
+
+
+def test_bad_lines_are_reported_once_each_by_number_and_the_rest_imports(tmp_path):
+    good = [envelopes.quote("created"), envelopes.trade("reserved"), envelopes.trade("settled")]
+    broken = envelopes.trade("settled")
+    broken["data"]["amount"] = {"value": "lots", "currency": "EUR"}
+    content = (
+        ndjson(good[0])
+        + b"{this is not json\n"
+        + ndjson(broken)
+        + b"\n"
+        + ndjson(good[1])
+        + b'["an", "array"]\n'
+        + ndjson(good[2])
+    )
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(content)
+
+    code, out, err = _import(path, jobs=2)
+
+    assert code == 1
+    assert out.strip() == "imported 3, duplicates 0, rejected 3"
+    reported = sorted(err.splitlines())
+    assert len(reported) == 3
+    assert reported[0] == "line 2: not valid JSON"
+    assert reported[1].startswith("line 3: data.amount.value: expected a decimal string")
+    assert reported[2] == "line 6: envelope: expected a JSON object"
+    assert set(WebhookEvent.objects.values_list("event_id", flat=True)) == {e["id"] for e in good}
+    assert Trade.objects.get().status == "settled"
+
+
+def test_a_broken_gzip_file_in_lanes_is_the_same_clear_error(tmp_path):
+    path = tmp_path / "events.ndjson.gz"
+    path.write_bytes(gzip.compress(b"\n".join(_network(10, 3)) + b"\n")[:-12])
+
+    with pytest.raises(CommandError, match=r"the gzip stream is broken .*lines before it"):
+        _import(path, jobs=2)
+    assert WebhookEvent.objects.exists()  # what came before the break is imported
+
+
+def test_a_lane_that_fails_stops_the_import_and_a_rerun_finishes_it(tmp_path, monkeypatch):
+    lines = _network(20, 5)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    poisoned = orjson.loads(lines[len(lines) // 2])["id"]
+    ingest = imports.ingest
+
+    def failing(batch, source):
+        if any(envelope.event_id == poisoned for envelope in batch):
+            raise RuntimeError("the disk is on fire")
+        return ingest(batch, source)
+
+    # Patched before the lanes fork, so the lane that owns the line has it.
+    monkeypatch.setattr(imports, "ingest", failing)
+    with pytest.raises(CommandError) as failed:
+        _import(path, jobs=2, batch_size=10)
+    message = str(failed.value)
+    assert "of 2 stopped: RuntimeError: the disk is on fire" in message
+    assert "run the same command again" in message
+    assert not WebhookEvent.objects.filter(event_id=poisoned).exists()
+
+    monkeypatch.setattr(imports, "ingest", ingest)
+    code, _, err = _import(path, jobs=2, batch_size=10)
+    assert (code, err) == (0, "")
+    after_rerun = dataset.snapshot(_url())
+    _empty_tables()
+    _import(path, batch_size=10)
+    clean = dataset.snapshot(_url())
+    # A rerun counts what the first run stored as duplicates of it.
+    _same_records(clean, after_rerun, skip={"events"})
+
+
+def test_stdin_is_read_by_one_process(tmp_path, monkeypatch):
+    content = ndjson(envelopes.trade("reserved"), envelopes.trade("settled"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(content))))
+    out, err = io.StringIO(), io.StringIO()
+
+    call_command("import_events", "-", jobs=2, stdout=out, stderr=err)
+
+    assert out.getvalue().strip() == "imported 2, duplicates 0, rejected 0"
+    assert "--jobs needs a file" in err.getvalue()
+    assert Trade.objects.get().status == "settled"
+
+
+@pytest.mark.django_db(transaction=False)
+def test_every_lane_routes_alike_and_an_order_stays_in_one_lane():
+    decoded = [orjson.loads(line) for line in _network(60, 2)]
+    routers = [Router(3) for _ in range(3)]
+    routes = [[r.lane(n, d) for n, d in enumerate(decoded, 1)] for r in routers]
+    assert routes[0] == routes[1] == routes[2]
+
+    lane_of_event = {}
+    by_pair = {}
+    for envelope, lane in zip(decoded, routes[0], strict=True):
+        data = envelope["data"]
+        lane_of_event.setdefault(envelope["id"], lane)
+        if data["object"] == "delivery_attempt":
+            if data["eventId"] in lane_of_event:
+                assert lane == lane_of_event[data["eventId"]]
+        else:
+            by_pair.setdefault((data["partnerId"], data["poolId"]), set()).add(lane)
+    assert all(len(lanes) == 1 for lanes in by_pair.values())
+    counts = [routes[0].count(lane) for lane in range(3)]
+    assert min(counts) > len(decoded) / 6  # every lane has a fair share
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_router_remembers_the_lanes_of_recent_events_only():
+    router = Router(2)
+    for n in range(EVENT_MEMORY + 1):
+        router.lane(n, {"id": f"evt_{n}", "data": {"partnerId": "ptn_a", "poolId": "EUR-USDT"}})
+    assert len(router.events) == EVENT_MEMORY // 2 + 1
+    assert f"evt_{EVENT_MEMORY}" in router.events
+    assert "evt_0" not in router.events
