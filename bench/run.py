@@ -18,7 +18,8 @@
             then S1 over HTTP on the same server.
    import   S5 import_events of new events into the data set, against COPY of
             the same lines into an unlogged jsonb table, an ORM create loop,
-            and the same import into an empty database.
+            and the same import into an empty database; in one process, and
+            with --jobs (--import-jobs) on a copy of the data set.
    bulk     a bulk re-poll of the stuck trades against the sandbox upstream.
    close    the daily close over the stream, against reading its rows once.
    verify   POST /internal/keys/verify (issue 12) on gunicorn, against /healthz
@@ -72,6 +73,9 @@ def parse(argv=None):
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument("--import-orders", type=int, help="orders in the S5 import (orders/20)")
     parser.add_argument("--orm-events", type=int, default=2_000)
+    parser.add_argument(
+        "--import-jobs", type=int, default=2, help="S5's lanes (import_events --jobs)"
+    )
     parser.add_argument("--verifications", type=int, default=5_000)
     parser.add_argument("--bulk-limit", type=int, default=500, help="stuck trades re-polled")
     parser.add_argument("--close-days", type=int, default=5, help="days closed one by one")
@@ -211,8 +215,8 @@ def main(argv=None, out=None):
     if "import" in chosen:
         say("import (S5) ...")
         writes.bench_import(
-            report, base_url, args.import_orders, args.seed + 100, args.orm_events,
-            empty_db=not args.no_empty_import,
+            report, base_url, name, args.import_orders, args.seed + 100, args.orm_events,
+            args.import_jobs, empty_db=not args.no_empty_import,
         )  # fmt: skip
     if "bulk" in chosen:
         say("bulk re-poll (the sandbox upstream builds its network first) ...")

@@ -66,7 +66,7 @@ EXPECTED_ROWS = {
     "S2": 1,
     "S3": 4,  # first page, deep page, a partner filter, the first page after a day of re-polls
     "S4": 1,
-    "S5": 3,  # against COPY, an ORM loop, an empty database
+    "S5": 4,  # one process and lanes against COPY, an ORM loop, an empty database
     "S6": 6,
     "bulk": 1,
     "close": 2,
