@@ -210,3 +210,18 @@ def test_the_router_remembers_the_lanes_of_recent_events_only():
     assert len(router.events) == EVENT_MEMORY // 2 + 1
     assert f"evt_{EVENT_MEMORY}" in router.events
     assert "evt_0" not in router.events
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_progress_bar_reaches_the_end_of_the_file(tmp_path, capsys, jobs):
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(_network(10, 4)) + b"\n")
+    size = path.stat().st_size
+
+    code, out, _ = _import(path, jobs=jobs, progress="always")
+
+    assert code == 0
+    assert out.startswith("imported ")
+    bar = capsys.readouterr().err
+    assert "importing" in bar
+    assert f"{size}/{size}" in bar
