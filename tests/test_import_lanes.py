@@ -14,9 +14,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from bench import dataset
-from ingest import imports
+from ingest import imports, pipeline
 from ingest.lanes import EVENT_MEMORY, Router
-from records.models import Trade, WebhookEvent
+from records.models import Identifier, Order, Trade, WebhookEvent
 from sandbox.catalogue import RECON_PLANS
 from sandbox.network import generate
 from tests import envelopes
@@ -225,3 +225,23 @@ def test_the_progress_bar_reaches_the_end_of_the_file(tmp_path, capsys, jobs):
     bar = capsys.readouterr().err
     assert "importing" in bar
     assert f"{size}/{size}" in bar
+
+
+def test_what_still_waits_when_the_lanes_end_is_linked(tmp_path, monkeypatch):
+    """A record that reached its lane while what it refers to was being
+    written by another waits; the command links it once the lanes end. Here
+    the lanes' own linking is switched off (patched before they fork), so
+    only the command's can link the ledger entry read before its trade."""
+    monkeypatch.setattr(pipeline, "link_late_arrivals", lambda *args: None)
+    entry = envelopes.ledger(transact_id="pt_live_LANES1")
+    trade = envelopes.trade("reserved", transact_id="pt_live_LANES1", reference="order_lanes")
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(ndjson(entry, trade))
+
+    code, _, err = _import(path, jobs=2, batch_size=1)
+
+    assert (code, err) == (0, "")
+    order = Order.objects.get(partner_reference="order_lanes")
+    assert Identifier.objects.get(kind="ledger").order == order
+    assert WebhookEvent.objects.get(event_id=entry["id"]).order == order
+    assert not Identifier.objects.filter(order__isnull=True).exists()

@@ -122,9 +122,12 @@ class Command(BaseCommand):
                 ) from None
             bar(total)
         # Records that reached one lane before what they refer to was
-        # committed by another (rare: see ingest.lanes) are linked now.
-        while relink_waiting(RELINK_LIMIT) >= RELINK_LIMIT:
-            pass
+        # committed by another (rare: see ingest.lanes) are linked now; a
+        # full call may have left more. Bounded: whatever a call cannot link
+        # stays waiting for the sweep, as after a webhook.
+        for _ in range(RELINK_CALLS):
+            if relink_waiting(RELINK_LIMIT) < RELINK_LIMIT:
+                break
         return broken, read
 
 
@@ -204,8 +207,9 @@ def _stale_tables():
 
 
 ANALYZE_AFTER = 10_000
-# relink_waiting looks at this many keys a call: a full call may have left more.
+# relink_waiting looks at up to RELINK_LIMIT keys a call, RELINK_CALLS calls.
 RELINK_LIMIT = 1000
+RELINK_CALLS = 1000
 # Autovacuum's default share (autovacuum_analyze_scale_factor): statistics
 # of a table of which less changed are still good. Changes add up over
 # imports (and autovacuum may be off, as on the bench's server).
