@@ -29,15 +29,18 @@ refers to waits, and the command links what still waits once the lanes end.
 
 import contextlib
 import multiprocessing
+import os
+import signal
 import sys
+import threading
 import traceback
 import zlib
 from multiprocessing.connection import wait
 
 from .imports import Lines, import_lines, open_lines
 
-# Delivery reports go where their event went: the lanes of the last this
-# many events are remembered (~35 MB a lane).
+# Delivery reports go where their event went: the lanes of the last
+# 100,000 to 200,000 events are remembered (~25 MB a lane).
 EVENT_MEMORY = 200_000
 
 
@@ -86,6 +89,7 @@ class _Lane:
     def __init__(self, pipe, raw):
         self.pipe = pipe
         self.raw = raw
+        self.parent = os.getppid()
 
     def rejected(self, number, reason):
         self.pipe.send(("rejected", number, reason))
@@ -95,12 +99,17 @@ class _Lane:
         self.pipe.send(("stored", len(results) - duplicates, duplicates))
 
     def read(self, number):
+        if os.getppid() != self.parent:
+            # The command was killed without a word to its lanes (SIGKILL,
+            # the out-of-memory killer): stop, rather than import on alone.
+            raise SystemExit(1)
         self.pipe.send(("at", self.raw.tell() if self.raw is not None else number))
 
 
-def _run_lane(lane, lanes, path, batch_size, pipe):
+def _run_lane(lane, lanes, path, batch_size, pipe, inherited):
     """A lane's process: its own connection, its lines, a report at the end."""
     try:
+        _leave_the_parent_its_own(inherited)
         _own_connections()
         stream, raw, _ = open_lines(path)
         router = Router(lanes)
@@ -125,6 +134,19 @@ def _run_lane(lane, lanes, path, batch_size, pipe):
 
         connections.close_all()
         pipe.close()
+
+
+def _leave_the_parent_its_own(inherited):
+    """In a freshly forked lane: close the read ends of the command's pipes
+    (so a lane's report to a command that is gone fails at once instead of
+    filling the pipe and waiting forever), and write to the real standard
+    streams, not to a progress bar's stand-ins, whose lock another thread of
+    the parent may have held at the fork."""
+    for receive in inherited:
+        receive.close()
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    # The command's SIGTERM handler is the command's: a lane it terminates ends.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # The parent's connections, kept referenced in a lane so that nothing there
@@ -176,60 +198,88 @@ def run_lanes(path, lanes, batch_size, out):
     """Import ``path`` in ``lanes`` forked processes; tell ``out`` what they
     report (``rejected``, ``stored(imported, duplicates)``, ``at(lowest
     position)``). Returns ``(broken, lines read)`` as ``ingest.imports.Lines``
-    has them (every lane reads the same file, so all break at the same line),
-    or raises ``LaneFailed``: the other lanes are stopped, and what they
-    committed stays.
+    has them, or raises ``LaneFailed``: the other lanes are stopped, and what
+    they committed stays. Every lane must have read the same lines: one that
+    read fewer or more (the file changed under the import, or a read failed
+    in one lane only) fails the import, since lines routed to another lane
+    may then have gone unread.
     """
     context = multiprocessing.get_context("fork")
     processes, pipes = [], {}
     positions = [0] * lanes
-    broken = read = None
+    ends = {}  # lane -> (broken, lines read)
     try:
-        for lane in range(lanes):
-            receive, send = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_run_lane,
-                args=(lane, lanes, path, batch_size, send),
-                name=f"import lane {lane + 1}/{lanes}",
-                daemon=True,
-            )
-            process.start()
-            send.close()
-            processes.append(process)
-            pipes[receive] = lane
-        finished = set()
-        while pipes:
-            for pipe in wait(list(pipes)):
-                lane = pipes[pipe]
-                try:
-                    message = pipe.recv()
-                except EOFError:
-                    del pipes[pipe]
-                    if lane not in finished:
-                        processes[lane].join()
-                        why = f"it ended without a word (exit {processes[lane].exitcode})"
-                        raise LaneFailed(lane, lanes, why) from None
-                    continue
-                kind = message[0]
-                if kind == "rejected":
-                    out.rejected(message[1], message[2])
-                elif kind == "stored":
-                    out.stored(message[1], message[2])
-                elif kind == "at":
-                    positions[lane] = message[1]
-                    out.at(min(positions))
-                elif kind == "done":
-                    finished.add(lane)
-                    broken, read = message[1], message[2]
-                else:
-                    raise LaneFailed(lane, lanes, message[1])
-        for process in processes:
-            process.join()
+        with _terminated_as_interrupted():
+            for lane in range(lanes):
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_run_lane,
+                    args=(lane, lanes, path, batch_size, send, [*pipes, receive]),
+                    name=f"import lane {lane + 1}/{lanes}",
+                    daemon=True,
+                )
+                process.start()
+                send.close()
+                processes.append(process)
+                pipes[receive] = lane
+            while pipes:
+                for pipe in wait(list(pipes)):
+                    lane = pipes[pipe]
+                    try:
+                        message = pipe.recv()
+                    except EOFError:
+                        del pipes[pipe]
+                        if lane not in ends:
+                            processes[lane].join()
+                            why = f"it ended without a word (exit {processes[lane].exitcode})"
+                            raise LaneFailed(lane, lanes, why) from None
+                        continue
+                    kind = message[0]
+                    if kind == "rejected":
+                        out.rejected(message[1], message[2])
+                    elif kind == "stored":
+                        out.stored(message[1], message[2])
+                    elif kind == "at":
+                        positions[lane] = message[1]
+                        out.at(min(positions))
+                    elif kind == "done":
+                        ends[lane] = (message[1], message[2])
+                    else:
+                        raise LaneFailed(lane, lanes, message[1])
+            for process in processes:
+                process.join()
     finally:
-        # Only after a failure (or Ctrl-C) is one still running: a batch it
-        # has open is rolled back with its connection.
+        # Only after a failure, Ctrl-C or SIGTERM is one still running: a
+        # batch it has open is rolled back with its connection.
         for process in processes:
             if process.is_alive():
                 process.terminate()
                 process.join()
-    return broken, read
+    first = ends[0]
+    for lane, end in ends.items():
+        if end != first:
+            raise LaneFailed(
+                lane,
+                lanes,
+                f"it read {end[1]} lines where lane 1 read {first[1]}"
+                " (did the file change during the import?)",
+            )
+    return first
+
+
+@contextlib.contextmanager
+def _terminated_as_interrupted():
+    """SIGTERM (``kill``, a supervisor stopping the command) raises, as Ctrl-C
+    does, so that the lanes are stopped too instead of importing on."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)

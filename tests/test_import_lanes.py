@@ -8,14 +8,21 @@ The lanes commit on connections of their own, so these tests run with
 
 import gzip
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import orjson
+import psutil
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from bench import dataset
 from ingest import imports, pipeline
-from ingest.lanes import EVENT_MEMORY, Router
+from ingest.lanes import EVENT_MEMORY, Router, run_lanes
 from records.models import Identifier, Order, Trade, WebhookEvent
 from sandbox.catalogue import RECON_PLANS
 from sandbox.network import generate
@@ -93,26 +100,31 @@ def test_a_file_imported_in_lanes_leaves_what_one_process_leaves(tmp_path, batch
     assert out.startswith(f"imported {in_one[0]['records_webhookevent']}, duplicates ")
     assert in_one[0]["records_webhookevent"] > 300
     _same_records(in_one, in_lanes)
-    # One process stores events in the file's order; lanes store side by side.
+    # One process stores events in the file's order; the lanes did not (each
+    # takes ids as it stores its own lines).
     assert _pks_in_file_order(lines) == sorted(_pks_in_file_order(lines))
     assert in_lanes_pks != sorted(in_lanes_pks)
 
 
 def test_bad_lines_are_reported_once_each_by_number_and_the_rest_imports(tmp_path):
     good = [envelopes.quote("created"), envelopes.trade("reserved"), envelopes.trade("settled")]
-    broken = envelopes.trade("settled")
+    broken = envelopes.trade("settled", transact_id="pt_live_BROKEN1")
     broken["data"]["amount"] = {"value": "lots", "currency": "EUR"}
-    content = (
-        ndjson(good[0])
-        + b"{this is not json\n"
-        + ndjson(broken)
-        + b"\n"
-        + ndjson(good[1])
-        + b'["an", "array"]\n'
-        + ndjson(good[2])
-    )
+    broken["data"]["poolId"] = "USD-USDC"  # another pair: another lane
+    lines = [
+        ndjson(good[0]),
+        ndjson(broken),
+        b"{this is not json\n",
+        b"\n",
+        ndjson(good[1]),
+        b'["an", "array"]\n',
+        ndjson(good[2]),
+    ]
     path = tmp_path / "events.ndjson"
-    path.write_bytes(content)
+    path.write_bytes(b"".join(lines))
+    router = Router(2)
+    lanes = [router.lane(n, _decoded(line)) for n, line in enumerate(lines, 1) if line.strip()]
+    assert lanes[1] == lanes[2] != lanes[4]  # lines 2, 3 and 6: both lanes report
 
     code, out, err = _import(path, jobs=2)
 
@@ -120,11 +132,18 @@ def test_bad_lines_are_reported_once_each_by_number_and_the_rest_imports(tmp_pat
     assert out.strip() == "imported 3, duplicates 0, rejected 3"
     reported = sorted(err.splitlines())
     assert len(reported) == 3
-    assert reported[0] == "line 2: not valid JSON"
-    assert reported[1].startswith("line 3: data.amount.value: expected a decimal string")
+    assert reported[0].startswith("line 2: data.amount.value: expected a decimal string")
+    assert reported[1] == "line 3: not valid JSON"
     assert reported[2] == "line 6: envelope: expected a JSON object"
     assert set(WebhookEvent.objects.values_list("event_id", flat=True)) == {e["id"] for e in good}
     assert Trade.objects.get().status == "settled"
+
+
+def _decoded(line):
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def test_a_broken_gzip_file_in_lanes_is_the_same_clear_error(tmp_path):
@@ -181,7 +200,7 @@ def test_stdin_is_read_by_one_process(tmp_path, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=False)
-def test_every_lane_routes_alike_and_an_order_stays_in_one_lane():
+def test_an_order_stays_in_one_lane_and_each_lane_has_a_fair_share():
     decoded = [orjson.loads(line) for line in _network(60, 2)]
     routers = [Router(3) for _ in range(3)]
     routes = [[r.lane(n, d) for n, d in enumerate(decoded, 1)] for r in routers]
@@ -229,12 +248,16 @@ def test_the_progress_bar_reaches_the_end_of_the_file(tmp_path, capsys, jobs):
 
 def test_what_still_waits_when_the_lanes_end_is_linked(tmp_path, monkeypatch):
     """A record that reached its lane while what it refers to was being
-    written by another waits; the command links it once the lanes end. Here
-    the lanes' own linking is switched off (patched before they fork), so
-    only the command's can link the ledger entry read before its trade."""
+    written by another waits; the command links it once the lanes end. The
+    ledger entry names another pool than its trade, so it goes to the other
+    lane; and the lanes' own linking is switched off (patched before they
+    fork), so whichever lane commits first, only the command's can link it."""
     monkeypatch.setattr(pipeline, "link_late_arrivals", lambda *args: None)
     entry = envelopes.ledger(transact_id="pt_live_LANES1")
+    entry["data"]["poolId"] = "USD-USDC"
     trade = envelopes.trade("reserved", transact_id="pt_live_LANES1", reference="order_lanes")
+    router = Router(2)
+    assert router.lane(1, entry) != router.lane(2, trade)
     path = tmp_path / "events.ndjson"
     path.write_bytes(ndjson(entry, trade))
 
@@ -245,3 +268,66 @@ def test_what_still_waits_when_the_lanes_end_is_linked(tmp_path, monkeypatch):
     assert Identifier.objects.get(kind="ledger").order == order
     assert WebhookEvent.objects.get(event_id=entry["id"]).order == order
     assert not Identifier.objects.filter(order__isnull=True).exists()
+
+
+def test_the_lanes_report_where_they_are_in_the_file(tmp_path, monkeypatch):
+    """The progress bar follows the slowest lane's position in the file."""
+    monkeypatch.setattr(imports, "TICK_LINES", 10)  # before the fork: the lanes have it
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(_network(10, 4)) + b"\n")
+    size = path.stat().st_size
+
+    class Out:
+        positions = []
+
+        def rejected(self, number, reason):
+            raise AssertionError(reason)
+
+        def stored(self, imported, duplicates):
+            pass
+
+        def at(self, position):
+            self.positions.append(position)
+
+    run_lanes(str(path), 2, 25, Out())
+
+    positions = Out.positions
+    assert positions == sorted(positions)
+    assert any(0 < p < size for p in positions)
+    assert positions[-1] <= size
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_lanes_stop_when_the_command_is_killed(tmp_path, signum):
+    """SIGTERM stops the lanes with the command; after SIGKILL (no word to
+    them) they notice their parent is gone and stop too, rather than import
+    on alone (they did, to the end of the file, until their reports filled
+    the pipe)."""
+    lines = _network(200, 8)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "OPSPANEL_TESTING": "1"}
+    command = [sys.executable, "manage.py", "import_events", str(path), "--jobs", "2"]
+    command += ["--batch-size", "1", "--progress", "never"]
+    parent = subprocess.Popen(
+        command, cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        lanes = []
+        while len(lanes) < 2 or not WebhookEvent.objects.exists():
+            assert time.monotonic() < deadline, "the lanes never started importing"
+            assert parent.poll() is None, parent.communicate()
+            lanes = psutil.Process(parent.pid).children()
+            time.sleep(0.05)
+
+        os.kill(parent.pid, signum)
+        parent.communicate(timeout=30)
+        _, alive = psutil.wait_procs(lanes, timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.communicate()
+    assert alive == []
+    assert parent.returncode != 0
+    assert WebhookEvent.objects.count() < len({orjson.loads(line)["id"] for line in lines})
