@@ -14,30 +14,20 @@ timed around the command alone, after Django's start.
 """
 
 import json
-import os
 import sys
-import time
 
 
 def main(path, jobs):
     import django
 
     django.setup()
-    from django.core.management import call_command
-
-    from bench.writes import rolled_back
-
-    def timed(**options):
-        with open(os.devnull, "w") as quiet:
-            started = time.perf_counter()
-            call_command("import_events", path, progress="never", stdout=quiet, **options)
-            return time.perf_counter() - started
+    from bench.writes import rolled_back, time_import
 
     # The first import into a fresh copy reads it into memory; only the
     # second is timed, so neither way gets a warmer copy than the other.
-    warm = rolled_back(timed)
-    one = rolled_back(timed)
-    lanes = timed(jobs=jobs)
+    warm = rolled_back(lambda: time_import(path))
+    one = rolled_back(lambda: time_import(path))
+    lanes = time_import(path, jobs=jobs)
     return {"warm_up": warm, "one": one, "lanes": lanes}
 
 
