@@ -22,6 +22,7 @@ from django.core.management import CommandError, call_command
 
 from bench import dataset
 from ingest import imports, pipeline
+from ingest import lanes as lanes_module
 from ingest.lanes import EVENT_MEMORY, Router, run_lanes
 from records.models import Identifier, Order, Trade, WebhookEvent
 from sandbox.catalogue import RECON_PLANS
@@ -331,3 +332,29 @@ def test_lanes_stop_when_the_command_is_killed(tmp_path, signum):
     assert alive == []
     assert parent.returncode != 0
     assert WebhookEvent.objects.count() < len({orjson.loads(line)["id"] for line in lines})
+
+
+def test_lanes_that_read_different_lines_fail_the_import(tmp_path, monkeypatch):
+    """As if the file changed under the import: the second lane sees only
+    the first half of it. The lines of the second half routed to that lane
+    went unread, so the import must not say it is done."""
+    lines = _network(20, 6)
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    run_lane = lanes_module._run_lane
+
+    class Shorter(imports.Lines):
+        def __iter__(self):
+            for number, line in super().__iter__():
+                if number > len(lines) // 2:
+                    return
+                yield number, line
+
+    def second_lane_reads_less(lane, *args):
+        if lane == 1:  # in that lane's forked process only
+            lanes_module.Lines = Shorter
+        return run_lane(lane, *args)
+
+    monkeypatch.setattr(lanes_module, "_run_lane", second_lane_reads_less)
+    with pytest.raises(CommandError, match=r"lane 2 of 2 stopped: it read \d+ lines where lane 1"):
+        _import(path, jobs=2)
