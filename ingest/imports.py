@@ -74,9 +74,9 @@ def import_lines(lines, batch_size, out, mine=None):
     """Check ``lines`` against the contract and ingest them, ``batch_size``
     events a transaction.
 
-    ``out`` is told ``rejected(number, reason)`` for a bad line,
-    ``stored(results)`` for each batch (``ingest``'s ``Stored`` list) and
-    ``read(number)`` every ``TICK_LINES`` lines. ``mine(number, decoded)``,
+    ``out`` is told ``reject(number, reason)`` for a bad line,
+    ``stored(imported, duplicates)`` for each batch and ``read(number)``
+    every ``TICK_LINES`` lines. ``mine(number, decoded)``,
     where given, says whether this process imports a line (``ingest.lanes``);
     it is asked with ``None`` for a line that is not JSON, which one process
     alone reports.
@@ -89,20 +89,25 @@ def import_lines(lines, batch_size, out, mine=None):
             decoded = orjson.loads(line)
         except orjson.JSONDecodeError:
             if mine is None or mine(number, None):
-                out.rejected(number, "not valid JSON")
+                out.reject(number, "not valid JSON")
             continue
         if mine is not None and not mine(number, decoded):
             continue
         try:
             batch.append(parse_envelope(decoded))
         except ContractError as exc:
-            out.rejected(number, str(exc))
+            out.reject(number, str(exc))
             continue
         if len(batch) >= batch_size:
-            out.stored(ingest_batch(batch))
+            _stored(out, ingest_batch(batch))
             batch = []
     if batch:
-        out.stored(ingest_batch(batch))
+        _stored(out, ingest_batch(batch))
+
+
+def _stored(out, results):
+    duplicates = sum(1 for stored in results if stored.duplicate)
+    out.stored(len(results) - duplicates, duplicates)
 
 
 def ingest_batch(envelopes):

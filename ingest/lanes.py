@@ -91,19 +91,18 @@ class _Lane:
         self.raw = raw
         self.parent = os.getppid()
 
-    def rejected(self, number, reason):
+    def reject(self, number, reason):
         self.pipe.send(("rejected", number, reason))
 
-    def stored(self, results):
-        duplicates = sum(1 for r in results if r.duplicate)
-        self.pipe.send(("stored", len(results) - duplicates, duplicates))
+    def stored(self, imported, duplicates):
+        self.pipe.send(("stored", imported, duplicates))
 
     def read(self, number):
         if os.getppid() != self.parent:
             # The command was killed without a word to its lanes (SIGKILL,
             # the out-of-memory killer): stop, rather than import on alone.
             raise SystemExit(1)
-        self.pipe.send(("at", self.raw.tell() if self.raw is not None else number))
+        self.pipe.send(("at", self.raw.tell()))
 
 
 def _run_lane(lane, lanes, path, batch_size, pipe, inherited):
@@ -196,7 +195,7 @@ class LaneFailed(Exception):
 
 def run_lanes(path, lanes, batch_size, out):
     """Import ``path`` in ``lanes`` forked processes; tell ``out`` what they
-    report (``rejected``, ``stored(imported, duplicates)``, ``at(lowest
+    report (``reject``, ``stored(imported, duplicates)``, ``at(lowest
     position)``). Returns ``(broken, lines read)`` as ``ingest.imports.Lines``
     has them, or raises ``LaneFailed``: the other lanes are stopped, and what
     they committed stays. Every lane must have read the same lines: one that
@@ -236,7 +235,7 @@ def run_lanes(path, lanes, batch_size, out):
                         continue
                     kind = message[0]
                     if kind == "rejected":
-                        out.rejected(message[1], message[2])
+                        out.reject(message[1], message[2])
                     elif kind == "stored":
                         out.stored(message[1], message[2])
                     elif kind == "at":

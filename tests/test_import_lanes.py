@@ -281,7 +281,7 @@ def test_the_lanes_report_where_they_are_in_the_file(tmp_path, monkeypatch):
     class Out:
         positions = []
 
-        def rejected(self, number, reason):
+        def reject(self, number, reason):
             raise AssertionError(reason)
 
         def stored(self, imported, duplicates):

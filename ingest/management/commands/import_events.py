@@ -98,7 +98,8 @@ class Command(BaseCommand):
         stream, raw, total = open_lines(path)
         lines = Lines(stream)
         with stream, raw or nullcontext(), _progress(show, total) as bar:
-            import_lines(lines, batch_size, _OneProcess(counts, bar, raw))
+            counts.bar = bar
+            import_lines(lines, batch_size, _OneProcess(counts, raw))
             bar(lines.last if raw is None else total)
         return lines.broken, lines.last
 
@@ -108,11 +109,10 @@ class Command(BaseCommand):
         stream, raw, total = open_lines(path)
         with stream, raw:
             pass
-        lanes = _Lanes(counts)
         with _progress(show, total) as bar:
-            lanes.bar = bar
+            counts.bar = bar
             try:
-                broken, read = run_lanes(path, jobs, batch_size, lanes)
+                broken, read = run_lanes(path, jobs, batch_size, counts)
             except LaneFailed as exc:
                 if options["verbosity"] > 1:
                     self.stderr.write(exc.detail)
@@ -132,54 +132,38 @@ class Command(BaseCommand):
 
 
 class _Counts:
-    """What the import did, and the rejected lines said on stderr as they come."""
+    """What the import did, the rejected lines said on stderr as they come,
+    and the progress bar moved (``bar``, set by the command): ``run_lanes``'s
+    ``out``."""
 
     def __init__(self, stderr):
         self.stderr = stderr
+        self.bar = lambda done: None
         self.imported = self.duplicates = self.rejected = 0
 
     def reject(self, number, reason):
         self.rejected += 1
         self.stderr.write(f"line {number}: {reason}")
 
-
-class _OneProcess:
-    """``import_lines``'s ``out`` in one process."""
-
-    def __init__(self, counts, bar, raw):
-        self.counts, self.bar, self.raw = counts, bar, raw
-
-    def rejected(self, number, reason):
-        self.counts.reject(number, reason)
-
-    def stored(self, results):
-        for stored in results:
-            if stored.duplicate:
-                self.counts.duplicates += 1
-            else:
-                self.counts.imported += 1
-
-    def read(self, number):
-        self.bar(number if self.raw is None else self.raw.tell())
-
-
-class _Lanes:
-    """``run_lanes``'s ``out``."""
-
-    bar = None
-
-    def __init__(self, counts):
-        self.counts = counts
-
-    def rejected(self, number, reason):
-        self.counts.reject(number, reason)
-
     def stored(self, imported, duplicates):
-        self.counts.imported += imported
-        self.counts.duplicates += duplicates
+        self.imported += imported
+        self.duplicates += duplicates
 
     def at(self, position):
         self.bar(position)
+
+
+class _OneProcess:
+    """``import_lines``'s ``out`` in one process: the counts, and the bar
+    over the bytes read (lines, for stdin)."""
+
+    def __init__(self, counts, raw):
+        self.counts, self.raw = counts, raw
+        self.reject = counts.reject
+        self.stored = counts.stored
+
+    def read(self, number):
+        self.counts.at(number if self.raw is None else self.raw.tell())
 
 
 def _stale_tables():
