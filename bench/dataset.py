@@ -137,7 +137,7 @@ def exists(url):
         return False
 
 
-def create_database(base_url, name, *, drop=True, template=None):
+def create_database(base_url, name, *, drop=True, template=None, file_copy=False):
     admin, _ = _admin(base_url)
     with admin:
         if drop:
@@ -147,6 +147,8 @@ def create_database(base_url, name, *, drop=True, template=None):
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
             statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        if file_copy:
+            statement += sql.SQL(" STRATEGY FILE_COPY")
         admin.execute(statement)
 
 
@@ -154,22 +156,14 @@ def copy_database(base_url, source, name):
     """Create ``name`` as a copy of ``source``, file by file (no WAL for its
     pages); return its URL. Nobody may be connected to ``source``: a session
     still closing is waited for, up to half a minute."""
-    admin, _ = _admin(base_url)
-    with admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-            sql.Identifier(name), sql.Identifier(source)
-        )
-        for attempt in range(30):
-            try:
-                admin.execute(statement)
-                break
-            except psycopg.errors.ObjectInUse:
-                if attempt == 29:
-                    raise
-                time.sleep(1)
+    for attempt in range(30):
+        try:
+            create_database(base_url, name, template=source, file_copy=True)
+            break
+        except psycopg.errors.ObjectInUse:
+            if attempt == 29:
+                raise
+            time.sleep(1)
     return database_url(base_url, name)
 
 
