@@ -34,10 +34,16 @@ def run_import(tmp_path, content, name="events.ndjson"):
     """Run ``manage.py import_events`` on ``content``; return (exit code, stdout, stderr)."""
     path = tmp_path / name
     path.write_bytes(content)
+    return run_import_file(path)
+
+
+def run_import_file(path, **options):
+    """Run ``manage.py import_events path`` with ``options``; return (exit
+    code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     code = 0
     try:
-        call_command("import_events", str(path), stdout=out, stderr=err)
+        call_command("import_events", str(path), stdout=out, stderr=err, **options)
     except SystemExit as exc:
         code = exc.code
     return code, out.getvalue(), err.getvalue()

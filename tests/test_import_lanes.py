@@ -28,7 +28,12 @@ from records.models import Identifier, Order, Trade, WebhookEvent
 from sandbox.catalogue import RECON_PLANS
 from sandbox.network import generate
 from tests import envelopes
-from tests.helpers import ledger_truncate_allowed, ndjson, subprocess_database_url
+from tests.helpers import (
+    ledger_truncate_allowed,
+    ndjson,
+    run_import_file,
+    subprocess_database_url,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,16 +44,6 @@ def _network(orders, seed):
     reconciliation exceptions (entries under trades that never come)."""
     start = dataset.stream_start(orders)
     return [orjson.dumps(e) for e in generate(orders, seed, start, exceptions=tuple(RECON_PLANS))]
-
-
-def _import(path, **options):
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    try:
-        call_command("import_events", str(path), stdout=out, stderr=err, **options)
-    except SystemExit as exc:
-        code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def _url():
@@ -88,12 +83,12 @@ def test_a_file_imported_in_lanes_leaves_what_one_process_leaves(tmp_path, batch
     path = tmp_path / "events.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
 
-    code, out, err = _import(path, jobs=3, batch_size=batch_size)
+    code, out, err = run_import_file(path, jobs=3, batch_size=batch_size)
     assert (code, err) == (0, "")
     in_lanes = dataset.snapshot(_url())
     in_lanes_pks = _pks_in_file_order(lines)
     _empty_tables()
-    code, one_out, err = _import(path, batch_size=batch_size)
+    code, one_out, err = run_import_file(path, batch_size=batch_size)
     assert (code, err) == (0, "")
     in_one = dataset.snapshot(_url())
 
@@ -127,7 +122,7 @@ def test_bad_lines_are_reported_once_each_by_number_and_the_rest_imports(tmp_pat
     lanes = [router.lane(n, _decoded(line)) for n, line in enumerate(lines, 1) if line.strip()]
     assert lanes[1] == lanes[2] != lanes[4]  # lines 2, 3 and 6: both lanes report
 
-    code, out, err = _import(path, jobs=2)
+    code, out, err = run_import_file(path, jobs=2)
 
     assert code == 1
     assert out.strip() == "imported 3, duplicates 0, rejected 3"
@@ -152,7 +147,7 @@ def test_a_broken_gzip_file_in_lanes_is_the_same_clear_error(tmp_path):
     path.write_bytes(gzip.compress(b"\n".join(_network(10, 3)) + b"\n")[:-12])
 
     with pytest.raises(CommandError, match=r"the gzip stream is broken .*lines before it"):
-        _import(path, jobs=2)
+        run_import_file(path, jobs=2)
     assert WebhookEvent.objects.exists()  # what came before the break is imported
 
 
@@ -171,18 +166,18 @@ def test_a_lane_that_fails_stops_the_import_and_a_rerun_finishes_it(tmp_path, mo
     # Patched before the lanes fork, so the lane that owns the line has it.
     monkeypatch.setattr(imports, "ingest", failing)
     with pytest.raises(CommandError) as failed:
-        _import(path, jobs=2, batch_size=10)
+        run_import_file(path, jobs=2, batch_size=10)
     message = str(failed.value)
     assert "of 2 stopped: RuntimeError: the disk is on fire" in message
     assert "run the same command again" in message
     assert not WebhookEvent.objects.filter(event_id=poisoned).exists()
 
     monkeypatch.setattr(imports, "ingest", ingest)
-    code, _, err = _import(path, jobs=2, batch_size=10)
+    code, _, err = run_import_file(path, jobs=2, batch_size=10)
     assert (code, err) == (0, "")
     after_rerun = dataset.snapshot(_url())
     _empty_tables()
-    _import(path, batch_size=10)
+    run_import_file(path, batch_size=10)
     clean = dataset.snapshot(_url())
     # A rerun counts what the first run stored as duplicates of it.
     _same_records(clean, after_rerun, skip={"events"})
@@ -238,7 +233,7 @@ def test_the_progress_bar_reaches_the_end_of_the_file(tmp_path, capsys, jobs):
     path.write_bytes(b"\n".join(_network(10, 4)) + b"\n")
     size = path.stat().st_size
 
-    code, out, _ = _import(path, jobs=jobs, progress="always")
+    code, out, _ = run_import_file(path, jobs=jobs, progress="always")
 
     assert code == 0
     assert out.startswith("imported ")
@@ -262,7 +257,7 @@ def test_what_still_waits_when_the_lanes_end_is_linked(tmp_path, monkeypatch):
     path = tmp_path / "events.ndjson"
     path.write_bytes(ndjson(entry, trade))
 
-    code, _, err = _import(path, jobs=2, batch_size=1)
+    code, _, err = run_import_file(path, jobs=2, batch_size=1)
 
     assert (code, err) == (0, "")
     order = Order.objects.get(partner_reference="order_lanes")
@@ -357,4 +352,4 @@ def test_lanes_that_read_different_lines_fail_the_import(tmp_path, monkeypatch):
 
     monkeypatch.setattr(lanes_module, "_run_lane", second_lane_reads_less)
     with pytest.raises(CommandError, match=r"lane 2 of 2 stopped: it read \d+ lines where lane 1"):
-        _import(path, jobs=2)
+        run_import_file(path, jobs=2)
