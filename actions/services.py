@@ -25,6 +25,7 @@ from audit import log as audit
 from audit.models import Entry
 from ingest import pipeline
 from ingest.contract import ContractError, parse_envelope
+from ingest.newest import keep as keep_newest
 from lib.formats import rfc3339
 from lib.limits import a_minute_ago, over_the_limit
 from outbound.guard import guarded_client
@@ -408,7 +409,7 @@ def record_replay_attempt(event, partner, delivery):
     the pipeline writes those 0Pools reports. Call it in the replay's
     transaction, beside its audit entry."""
     last = DeliveryAttempt.objects.filter(event_id=event.event_id).aggregate(n=Max("attempt"))
-    return DeliveryAttempt.objects.create(
+    attempt = DeliveryAttempt.objects.create(
         event_id=event.event_id,
         partner=partner,
         attempt=(last["n"] or 0) + 1,
@@ -417,6 +418,9 @@ def record_replay_attempt(event, partner, delivery):
         outcome=delivery.outcome,
         attempted_at=timezone.now(),
     )
+    # The stuck queue shows a trade's newest delivery, replays included.
+    keep_newest(attempts=[attempt.pk])
+    return attempt
 
 
 def _delivery_text(delivery, url):

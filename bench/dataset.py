@@ -498,6 +498,7 @@ def build(url, orders, seed=1, *, progress=True, envelopes=None):
 
         index = bar.task("indexes and constraints", len(again) + len(tables))
         dataset_write.index_again(conn, tables, again, lambda n: bar.advance(index, n))
+        dataset_write.keep_newest(conn)
         indexed = time.perf_counter() - started - played - copied
     figures = {
         "orders": orders,
@@ -634,6 +635,13 @@ KEPT_QUERIES = {
         SELECT p.pool_id, t.partner_id, k.livemode, k.trades
           FROM records_reservedtotal k JOIN records_pool p ON p.id = k.pool_id
           JOIN records_partner t ON t.id = k.partner_id""",
+    "records_tradenewest": """
+        SELECT t.transact_id, e.event_id, n.poll_at, a.event_id, a.attempt, r.event_id,
+               n.delivery_at
+          FROM records_tradenewest n JOIN records_trade t ON t.id = n.trade_id
+          LEFT JOIN records_webhookevent e ON e.id = n.poll_id
+          LEFT JOIN records_deliveryattempt a ON a.id = n.delivery_id
+          LEFT JOIN records_webhookevent r ON r.id = a.reported_by_id""",
 }
 
 

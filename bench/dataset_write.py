@@ -344,6 +344,17 @@ def keep_reserved_totals(conn, tables):
         )
 
 
+def keep_newest(conn):
+    """What the stuck queue shows beside each trade (records_tradenewest, where
+    the schema has it), which the pipeline keeps as it goes: from every event
+    and attempt written, once the indexes are back."""
+    if conn.execute("SELECT to_regclass('records_tradenewest') IS NOT NULL").fetchone()[0]:
+        from ingest.newest import EVERY_TRADE_SQL
+
+        conn.execute(EVERY_TRADE_SQL)
+        conn.execute("ANALYZE records_tradenewest")
+
+
 def index_again(conn, tables, again, advance):
     """Make the dropped indexes and constraints again; the sequences past the
     ids written; VACUUM ANALYZE, and ANALYZE of everything else."""

@@ -14,6 +14,7 @@ from psycopg.sql import SQL
 from records.models import Identifier, Trade, WebhookEvent
 
 from .contract import Envelope
+from .newest import keep as keep_newest
 from .sql import Insert, Update, execute, table
 
 IDENTIFIER_INSERT = Insert(Identifier, ("value", "kind", "partner_id", "order_id", "link_key"))
@@ -243,8 +244,10 @@ def relink_waiting(limit=1000):
         }
     )
     if keys:
+        events = [k for k in keys if k.startswith("evt_")]
         with transaction.atomic():
-            link_late_arrivals(
-                [k for k in keys if k.startswith("pt_")], [k for k in keys if k.startswith("evt_")]
-            )
+            link_late_arrivals([k for k in keys if k.startswith("pt_")], events)
+            # A report that waited for its event, now there: its attempt may
+            # be the trade's newest delivery (see ``newest``).
+            keep_newest(sent=events)
     return len(keys)

@@ -43,6 +43,7 @@ from .events import (
     store,
 )
 from .linking import index_identifiers, link_late_arrivals, place, relink_waiting
+from .newest import keep as keep_newest
 from .sql import execute, table
 from .trades import apply_trades
 from .upserts import (
@@ -117,9 +118,9 @@ def _ingest_applied(envelopes, source):
         )
         pk.update(zip(new, ids, strict=True))
         fresh = [(pk[event_id], source, first[event_id]) for event_id in new]
-        placed, transact_ids, linked = _apply_records(fresh)
+        placed, batch, linked = _apply_records(fresh)
         insert_applied(placed, source, times, now)
-        _index_and_link(placed, transact_ids, linked)
+        _index_and_link(placed, batch, linked)
     results = []
     seen = set()
     for envelope in envelopes:
@@ -166,8 +167,11 @@ class _Batch:
     polls: list = field(default_factory=list)  # [(pk, Envelope)]
     quotes: dict = field(default_factory=dict)  # see upserts.merge_quote
     trades: dict = field(default_factory=dict)  # transact id -> [(pk, source, Envelope)]
+    # Public ids of the trade events 0Pools sent (for ``newest.keep``).
+    sent: list = field(default_factory=list)
     ledger: list = field(default_factory=list)  # [(Envelope, data)]
     deliveries: list = field(default_factory=list)  # [(pk, data)]
+    attempts: list = field(default_factory=list)  # pks of the attempts inserted
 
 
 def _gather(events):
@@ -187,6 +191,7 @@ def _gather(events):
         elif envelope.object == "trade":
             touch_order(batch.orders, envelope)
             batch.trades.setdefault(data["transactId"], []).append((pk, source, envelope))
+            batch.sent.append(envelope.event_id)
         elif envelope.object == "ledger_entry":
             batch.ledger.append((envelope, data))
         else:
@@ -198,14 +203,14 @@ def apply(events):
     """Apply ``[(pk, source, Envelope)]`` (stored, pending), in that order."""
     if not events:
         return
-    placed, transact_ids, linked = _apply_records(events)
+    placed, batch, linked = _apply_records(events)
     mark_processed(placed)
-    _index_and_link(placed, transact_ids, linked)
+    _index_and_link(placed, batch, linked)
 
 
 def _apply_records(events):
     """Write the records ``events`` carry; return their ``Placed``, the
-    batch's trade ids and the ids of the events whose order is known."""
+    ``_Batch`` and the ids of the events whose order is known."""
     batch = _gather(events)
     partner_pk = upsert_partners(batch.partners)
     pool_pk = upsert_pools(batch.pools)
@@ -216,15 +221,17 @@ def _apply_records(events):
     trade_order, recorded = apply_trades(batch.trades, order_pk, pool_pk)
     _polls_are_activity(batch.polls, recorded, order_pk)
     insert_ledger(batch.ledger, partner_pk, pool_pk)
-    insert_deliveries(batch.deliveries, partner_pk)
+    batch.attempts = insert_deliveries(batch.deliveries, partner_pk)
     placed, known = place(events, order_pk, trade_order)
-    return placed, list(batch.trades), known
+    return placed, batch, known
 
 
-def _index_and_link(placed, transact_ids, known):
-    """Once the events are written: the identifier index, then early arrivals."""
+def _index_and_link(placed, batch, known):
+    """Once the events are written: the identifier index, early arrivals, and
+    what the stuck queue shows beside the trades (``newest``)."""
     index_identifiers(placed)
-    link_late_arrivals(transact_ids, known)
+    link_late_arrivals(list(batch.trades), known)
+    keep_newest(polls=[pk for pk, _ in batch.polls], attempts=batch.attempts, sent=batch.sent)
 
 
 def _polls_are_activity(polls, recorded, order_pk):

@@ -327,9 +327,10 @@ def insert_ledger(entries, partner_pk, pool_pk):
 
 
 def insert_deliveries(deliveries, partner_pk):
-    """Insert ``[(event pk, data)]`` delivery attempts, once per reporting event."""
+    """Insert ``[(event pk, data)]`` delivery attempts, once per reporting event;
+    return the pks of those inserted."""
     if not deliveries:
-        return
+        return []
     rows = [
         (
             d["eventId"],
@@ -343,12 +344,14 @@ def insert_deliveries(deliveries, partner_pk):
         )
         for pk, d in deliveries
     ]
-    execute(
+    inserted = execute(
         SQL("""
         INSERT INTO {table} ({columns})
         SELECT * FROM unnest(%b::text[], %b::bigint[], %b::int[], %b::int[], %b::int[],
                %b::text[], %b::timestamptz[], %b::bigint[])
         ON CONFLICT (reported_by_id) DO NOTHING
+        RETURNING id
         """).format(table=DELIVERY_INSERT.table, columns=DELIVERY_INSERT.names),
         [list(col) for col in zip(*rows, strict=True)],
     )
+    return [pk for (pk,) in inserted]

@@ -16,7 +16,7 @@ import pytest
 
 from ingest import linking, pipeline
 from ingest.contract import parse_envelope
-from records.models import Identifier, Order, WebhookEvent
+from records.models import DeliveryAttempt, Identifier, Order, TradeNewest, WebhookEvent
 from tests import envelopes
 from tests.workers import Worker, applying, pause_in, stored
 
@@ -90,6 +90,10 @@ def test_a_record_committed_while_its_event_is_being_linked_keeps_its_ids(known_
         if not (searchable and linked(ids, reference)):
             lost.append(pause_after)
         assert WebhookEvent.objects.get(pk=record).order.partner_reference == reference
+        if kind == "delivery":
+            # ...and the stuck queue shows the reported attempt beside the trade.
+            kept = TradeNewest.objects.get(trade__order__partner_reference=reference)
+            assert kept.delivery.reported_by_id == record, pause_after
         if not paused:
             break  # the first worker ran out of statements: every moment was tried
     assert lost == [], f"ids lost when the record committed after statement {lost}"
@@ -119,6 +123,12 @@ def test_the_relink_sweep_loses_no_record_committed_while_it_runs(known_partner)
         linking.relink_waiting()
         if not (searchable and linked(ids | later_ids, reference)):
             lost.append(pause_after)
+        # Neither report saw the event, nor the event them: the sweep keeps
+        # the newer attempt beside the trade (what the stuck queue shows).
+        attempts = DeliveryAttempt.objects.filter(reported_by__in=(early, later))
+        kept = TradeNewest.objects.get(trade__order__partner_reference=reference)
+        if kept.delivery != attempts.order_by("-attempted_at", "-id").first():
+            lost.append(("newest delivery", pause_after))
         if not paused:
             break
     assert lost == [], f"ids lost when a report committed after sweep statement {lost}"
