@@ -273,7 +273,7 @@ class _Counter:
         self.dropped = 0
 
 
-def _count_keys(value):
+def count_keys(value):
     """How many keys a dropped value held, nested ones included (never kept).
 
     Iterative: a sender can nest as deep as the JSON parser allows.
@@ -301,7 +301,7 @@ def _keep(shape, raw, path, counter):
     for key, value in raw.items():
         field = shape.get(key)
         if field is None:
-            counter.dropped += 1 + _count_keys(value) if isinstance(value, dict | list) else 1
+            counter.dropped += 1 + count_keys(value) if isinstance(value, dict | list) else 1
             continue
         if value is None:
             if not field.nullable:
