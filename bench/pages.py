@@ -110,6 +110,8 @@ READS_A_DAY = 24 * 60 // 5  # the beat re-polls a stuck trade every 5 minutes
 def re_polled(trade_pks, reads):
     """Within the block, ``reads`` status reads of ours (poll events, one every
     5 minutes back from now) for each trade of ``trade_pks``; rolled back after."""
+    from ingest.newest import keep as keep_newest
+
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
@@ -126,10 +128,14 @@ def re_polled(trade_pks, reads):
                   JOIN records_partner p ON p.id = o.partner_id
                  CROSS JOIN generate_series(1, %s) AS g
                  WHERE t.id = ANY(%s)
+                RETURNING id
                 """,
                 [reads, list(trade_pks)],
             )
+            polls = [pk for (pk,) in cursor.fetchall()]
             cursor.execute("ANALYZE records_webhookevent")
+        # As the pipeline would: the newest read kept beside each trade.
+        keep_newest(polls=polls)
         yield
         transaction.set_rollback(True)
 
