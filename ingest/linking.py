@@ -143,9 +143,11 @@ def link_late_arrivals(transact_ids, event_ids):
 
     Served by the partial indexes ``event_unlinked_idx`` and
     ``identifier_unlinked_idx`` (``WHERE order_id IS NULL``), which hold only
-    the few records still waiting.
+    the few records still waiting. Returns the ids of the events whose
+    waiting delivery reports it linked: their attempts may now be a trade's
+    newest delivery (``newest.keep``).
     """
-    linked = []
+    linked, reported = [], []
     if transact_ids:
         linked = [
             event_id
@@ -165,20 +167,25 @@ def link_late_arrivals(transact_ids, event_ids):
         _link_identifiers(table(Trade), SQL("s.transact_id = i.link_key"), transact_ids)
     keys = event_ids + linked
     if keys:
-        execute(
-            SQL("""
-            UPDATE {events} d SET {linked}
-              FROM {events} s
-             WHERE d.order_id IS NULL AND d.link_key = ANY(%b)
-               AND s.event_id = d.link_key AND s.order_id IS NOT NULL
-            """).format(events=EVENT_LINKED.table, linked=EVENT_LINKED.set),
-            [keys],
-        )
+        reported = [
+            event_id
+            for (event_id,) in execute(
+                SQL("""
+                UPDATE {events} d SET {linked}
+                  FROM {events} s
+                 WHERE d.order_id IS NULL AND d.link_key = ANY(%b)
+                   AND s.event_id = d.link_key AND s.order_id IS NOT NULL
+                RETURNING s.event_id
+                """).format(events=EVENT_LINKED.table, linked=EVENT_LINKED.set),
+                [keys],
+            )
+        ]
         _link_identifiers(
             table(WebhookEvent),
             SQL("s.event_id = i.link_key AND s.order_id IS NOT NULL"),
             keys,
         )
+    return list(dict.fromkeys(reported))
 
 
 def _link_identifiers(source, join, keys):
@@ -244,10 +251,11 @@ def relink_waiting(limit=1000):
         }
     )
     if keys:
-        events = [k for k in keys if k.startswith("evt_")]
         with transaction.atomic():
-            link_late_arrivals([k for k in keys if k.startswith("pt_")], events)
-            # A report that waited for its event, now there: its attempt may
-            # be the trade's newest delivery (see ``newest``).
-            keep_newest(sent=events)
+            reported = link_late_arrivals(
+                [k for k in keys if k.startswith("pt_")], [k for k in keys if k.startswith("evt_")]
+            )
+            # Reports that waited for their event, now linked: an attempt of
+            # theirs may be the trade's newest delivery (see ``newest``).
+            keep_newest(sent=reported)
     return len(keys)

@@ -230,8 +230,11 @@ def _index_and_link(placed, batch, known):
     """Once the events are written: the identifier index, early arrivals, and
     what the stuck queue shows beside the trades (``newest``)."""
     index_identifiers(placed)
-    link_late_arrivals(list(batch.trades), known)
-    keep_newest(polls=[pk for pk, _ in batch.polls], attempts=batch.attempts, sent=batch.sent)
+    reported = link_late_arrivals(list(batch.trades), known)
+    # The events 0Pools sent in this batch, and those whose waiting reports
+    # were just linked: their attempts stored earlier join the newest.
+    sent = batch.sent + reported
+    keep_newest(polls=[pk for pk, _ in batch.polls], attempts=batch.attempts, sent=sent)
 
 
 def _polls_are_activity(polls, recorded, order_pk):

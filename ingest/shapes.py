@@ -201,12 +201,19 @@ def _dropped(raw, shape, checked):
 
 
 def quick_envelope(raw):
-    """The ``Envelope`` of a decoded line whose fields the contract takes as
-    they are, or ``None`` (then ask ``parse_envelope``; see above)."""
+    """The ``Envelope`` of a decoded JSON line (``orjson.loads``) whose fields
+    the contract takes as they are, or ``None`` (then ask ``parse_envelope``;
+    see above)."""
     try:
-        head = msgspec.convert(raw, Line)
-    except msgspec.ValidationError:
+        return _quick(raw)
+    except (msgspec.ValidationError, TypeError, AttributeError, ValueError):
+        # msgspec takes Python values JSON never has (a tuple, a str
+        # subclass) and some of them break on the way: parse_envelope says.
         return None
+
+
+def _quick(raw):
+    head = msgspec.convert(raw, Line)
     data = head.data
     kind = data.__struct_config__.tag
     if EVENT_OBJECTS[head.type] != kind:

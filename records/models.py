@@ -276,8 +276,16 @@ class TradeNewest(models.Model):
     what it had and what came, so batches applied in any order agree.
     """
 
+    # No foreign key in the database: its check at commit locks the trade row
+    # (FOR KEY SHARE), and a worker applying one of that trade's events holds
+    # it FOR UPDATE while it may wait for this row: a deadlock. Trades are
+    # never deleted; Django still cascades if one were.
     trade = models.OneToOneField(
-        Trade, on_delete=models.CASCADE, primary_key=True, related_name="newest"
+        Trade,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="newest",
+        db_constraint=False,
     )
     # The newest ``poll`` event of the trade, by (created_at, id).
     poll = models.ForeignKey(

@@ -248,7 +248,7 @@ def test_what_still_waits_when_the_lanes_end_is_linked(tmp_path, monkeypatch):
     ledger entry names another pool than its trade, so it goes to the other
     lane; and the lanes' own linking is switched off (patched before they
     fork), so whichever lane commits first, only the command's can link it."""
-    monkeypatch.setattr(pipeline, "link_late_arrivals", lambda *args: None)
+    monkeypatch.setattr(pipeline, "link_late_arrivals", lambda *args: [])
     entry = envelopes.ledger(transact_id="pt_live_LANES1")
     entry["data"]["poolId"] = "USD-USDC"
     trade = envelopes.trade("reserved", transact_id="pt_live_LANES1", reference="order_lanes")

@@ -10,6 +10,7 @@ from actions.services import record_replay_attempt
 from bench import dataset
 from ingest import newest as newest_module
 from ingest import pipeline
+from ingest import trades as trades_module
 from ingest.contract import parse_envelope
 from ingest.linking import relink_waiting
 from ingest.newest import EVERY_TRADE_SQL
@@ -136,3 +137,67 @@ def test_a_report_and_its_event_applied_at_one_moment_are_kept_by_the_sweep(monk
     relink_waiting()
 
     assert newest("pt_live_RACE1").delivery.reported_by_id == report
+
+
+def test_a_waiting_report_linked_by_a_later_report_is_kept(monkeypatch):
+    """The newer attempt waits (its report raced the event, as above); an
+    older report of the same event, applied before the sweep, links it: the
+    newer attempt is kept then, not left behind for a sweep that no longer
+    sees it waiting."""
+    pipeline.ingest([parse_envelope(envelopes.trade("reserved"))], "import")
+    pause_in(monkeypatch, newest_module)
+    event = stored(envelopes.trade("reserved", transact_id="pt_live_LINK1", reference="link_1"))
+    sent = WebhookEvent.objects.get(pk=event).event_id
+    newer = stored(envelopes.delivery(sent, attempt=2, at="2026-06-28T20:20:00Z"))
+    reporting = Worker(applying(newer), pause_after=1)
+    assert reporting.start_and_stop()
+    applier = Worker(applying(event))
+    applier.start_and_stop()
+    applier.finish()
+    reporting.finish()
+
+    applying(stored(envelopes.delivery(sent, attempt=1, at="2026-06-28T20:16:00Z")))()
+    relink_waiting()
+
+    assert newest("pt_live_LINK1").delivery.reported_by_id == newer
+    assert kept() == filled_afresh()
+
+
+def test_a_report_and_an_event_of_one_trade_applied_at_one_moment_do_not_deadlock(monkeypatch):
+    """One worker applies an event of a trade (holding the trade's row, then
+    keeping its newest); another applies a report about an earlier event of
+    the same trade meanwhile and commits. A database foreign key from the
+    kept row to the trade made the second wait for the first at commit, and
+    the first for the second: a deadlock."""
+    pipeline.ingest([parse_envelope(envelopes.trade("reserved"))], "import")
+    first = envelopes.trade(
+        "reserved", transact_id="pt_live_DL1", reference="dl_1", event_id="evt_dlY0001"
+    )
+    pipeline.ingest([parse_envelope(first)], "import")
+    # A report of the next event, before that event: its sent event keeps it.
+    early = envelopes.delivery("evt_dlX0001", outcome="failed", at="2026-06-28T20:18:00Z")
+    pipeline.ingest([parse_envelope(early)], "import")
+    settled = envelopes.trade(
+        "settled",
+        transact_id="pt_live_DL1",
+        reference="dl_1",
+        event_id="evt_dlX0001",
+        history=[
+            {"status": "reserved", "at": "2026-06-28T20:15:03Z"},
+            {"status": "settled", "at": "2026-06-28T20:17:03Z"},
+        ],
+        at="2026-06-28T20:17:03Z",
+    )
+    event = stored(settled)
+    report = stored(envelopes.delivery("evt_dlY0001", outcome="failed"))
+    pause_in(monkeypatch, trades_module)
+    applier = Worker(applying(event), pause_after=2)  # the trade's row locked
+    assert applier.start_and_stop()
+
+    reporting = Worker(applying(report))
+    assert not reporting.start_and_stop()  # finished: it waited for nothing
+    reporting.finish()
+    applier.finish()
+
+    assert newest("pt_live_DL1").delivery.reported_by.event_id == early["id"]
+    assert kept() == filled_afresh()
