@@ -130,3 +130,15 @@ def ledger_truncate_allowed():
     # this binds client-side.
     with client_side_binding(), pgtrigger.ignore("records.LedgerEntry:ledger_no_truncate"):
         yield
+
+
+def key_paths(value, prefix=()):
+    """Every key path of a decoded envelope, nested objects and lists included."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield (*prefix, key)
+            yield from key_paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield (*prefix, index)
+            yield from key_paths(inner, (*prefix, index))

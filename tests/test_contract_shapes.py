@@ -19,6 +19,7 @@ from ingest.shapes import quick_envelope
 from sandbox.catalogue import RECON_PLANS
 from sandbox.network import generate
 from tests import envelopes
+from tests.helpers import key_paths
 
 STRUCTS = {
     "envelope": (shapes.Line, {**contract.ENVELOPE, "data": contract.F(dict)}),
@@ -140,17 +141,6 @@ ODD_VALUES = [
 ]
 
 
-def paths(value, prefix=()):
-    """Every key path in an envelope, nested objects and list items included."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield (*prefix, key)
-            yield from paths(inner, (*prefix, key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            yield from paths(inner, (*prefix, index))
-
-
 def changed(raw, path, value):
     raw = copy.deepcopy(raw)
     target = raw
@@ -169,14 +159,14 @@ _REMOVE = object()
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda e: e["type"])
 def test_every_field_set_to_an_odd_value_or_removed_gets_the_same_answer(sample):
     assert agree(sample)
-    for path in list(paths(sample)):
+    for path in list(key_paths(sample)):
         for value in [*ODD_VALUES, _REMOVE]:
             agree(changed(sample, path, value))
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda e: e["type"])
 def test_unknown_keys_anywhere_are_dropped_and_counted_the_same(sample):
-    objects = [()] + [p for p in paths(sample) if isinstance(_at(sample, p), dict)]
+    objects = [()] + [p for p in key_paths(sample) if isinstance(_at(sample, p), dict)]
     for where in objects:
         for extra in ("venue", {"provider": {"id": 1, "route": [1, 2, {"x": None}]}}, [1, [2]]):
             raw = copy.deepcopy(sample)
@@ -207,5 +197,5 @@ json_values = st.recursive(
     value=json_values,
 )
 def test_any_json_value_in_any_field_gets_the_same_answer(sample, data, value):
-    path = data.draw(st.sampled_from(list(paths(sample))))
+    path = data.draw(st.sampled_from(list(key_paths(sample))))
     agree(changed(sample, path, value))

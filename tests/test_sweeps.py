@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ingest.contract import ContractError, parse_envelope
 from records.models import WebhookEvent
 from tests import envelopes
-from tests.helpers import run_import
+from tests.helpers import key_paths, run_import
 
 json_values = st.recursive(
     st.none()
@@ -34,18 +34,6 @@ KINDS = {
 }
 
 
-def paths(value, prefix=()):
-    """Every key path of a decoded envelope, nested objects and lists included."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            yield (*prefix, key)
-            yield from paths(inner, (*prefix, key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            yield (*prefix, index)
-            yield from paths(inner, (*prefix, index))
-
-
 def replaced(envelope, path, value):
     changed = copy.deepcopy(envelope)
     target = changed
@@ -59,7 +47,7 @@ def replaced(envelope, path, value):
 def mutated_envelopes(draw):
     envelope = KINDS[draw(st.sampled_from(sorted(KINDS)))]()
     for _ in range(draw(st.integers(0, 2))):
-        path = draw(st.sampled_from(sorted(paths(envelope), key=repr)))
+        path = draw(st.sampled_from(sorted(key_paths(envelope), key=repr)))
         envelope = replaced(envelope, path, draw(json_values))
     return envelope
 
