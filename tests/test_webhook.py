@@ -5,6 +5,7 @@ import os
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import orjson
 import pytest
 from hypothesis import HealthCheck, given
@@ -496,6 +497,9 @@ def gunicorn(transactional_db, settings):
             with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 break
             time.sleep(0.1)
+        # A first request loads the URLs and views: on a loaded machine that
+        # took seconds, which the tests below would have counted as held.
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
         yield port
     finally:
         server.terminate()
