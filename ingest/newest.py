@@ -10,8 +10,9 @@ newer value, by (time, id), so whichever transaction commits first, the
 rows end as if everything had come one by one.
 
 A report and the event it reports on applied at the same moment by two
-workers see neither the other: the sweep's ``relink_waiting`` links that
-report later, and keeps its attempt here then (``ingest.linking``).
+workers see neither the other: the report waits for its order, and
+whatever links it later (a batch's ``link_late_arrivals``, or the sweep's
+``relink_waiting``) keeps its attempt here then (``ingest.linking``).
 """
 
 from psycopg.sql import SQL
