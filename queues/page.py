@@ -150,7 +150,8 @@ HOLDER = (User, ("id", "username"))
 # (``records.TradeNewest``, by ``ingest.newest``: the newest status read and
 # the newest delivery attempt of any event 0Pools sent about it) and its
 # claim with the user holding it, each a primary-key probe. Looking the
-# newest read and delivery up here, per trade, was a third of the page.
+# newest read and delivery up here, per trade, was 1.1 of this statement's
+# 1.5 ms at 10 M events (docs/decisions.md).
 BESIDE_SQL = f"""
 SELECT {columns("e", *POLL)}, {columns("a", DeliveryAttempt)}, {columns("c", Claim)},
        {columns("u", *HOLDER)}, t.transact_id
