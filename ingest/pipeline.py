@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import orjson
 from django.db import transaction
 from django.utils import timezone
-from psycopg.sql import SQL, Literal
+from psycopg.sql import SQL
 
 from records.models import WebhookEvent
 
@@ -44,7 +44,7 @@ from .events import (
 )
 from .linking import index_identifiers, link_late_arrivals, place, relink_waiting
 from .newest import keep as keep_newest
-from .sql import execute, table
+from .sql import execute, id_sequence, table
 from .trades import apply_trades
 from .upserts import (
     insert_deliveries,
@@ -109,10 +109,9 @@ def _ingest_applied(envelopes, source):
         ids = sorted(
             next_id
             for (next_id,) in execute(
-                SQL(
-                    "SELECT nextval(pg_get_serial_sequence({name}, 'id'))"
-                    " FROM generate_series(1, %b)"
-                ).format(name=Literal(WebhookEvent._meta.db_table)),
+                SQL("SELECT nextval({sequence}) FROM generate_series(1, %b)").format(
+                    sequence=id_sequence(WebhookEvent)
+                ),
                 [len(new)],
             )
         )

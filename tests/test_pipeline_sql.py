@@ -23,6 +23,9 @@ from records.models import (
     Trade,
     WebhookEvent,
 )
+from tests import envelopes
+from tests.conftest import post_event
+from tests.helpers import import_events
 
 
 def _statements(kind):
@@ -85,3 +88,19 @@ def test_every_insert_supplies_each_not_null_column_without_a_database_default(s
     missing = _required(statement.model) - set(statement.columns)
 
     assert not missing, f"{statement.model.__name__} rows need {sorted(missing)}"
+
+
+@pytest.mark.django_db
+def test_the_ids_an_import_takes_come_from_the_sequence_a_webhook_takes_them_from(tmp_path, client):
+    """``ingest.sql.id_sequence`` is the events table's own sequence: the
+    imported events take their ids in file order from it, and an event the
+    webhook stores after them (Django's INSERT, the column's default) comes
+    after them, not on top of one."""
+    lines = [envelopes.trade("reserved", transact_id=f"pt_live_SEQ{n}") for n in range(3)]
+    import_events(tmp_path, *lines)
+    late = envelopes.trade("reserved", transact_id="pt_live_SEQ9")
+    assert post_event(client, late).status_code == 202
+
+    stored = list(WebhookEvent.objects.order_by("id").values_list("event_id", flat=True))
+
+    assert stored == [line["id"] for line in [*lines, late]]
