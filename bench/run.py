@@ -19,7 +19,8 @@
    import   S5 import_events of new events into the data set, against COPY of
             the same lines into an unlogged jsonb table, an ORM create loop,
             and the same import into an empty database; in one process, and
-            with --jobs (--import-jobs) on a copy of the data set.
+            with --jobs (--import-jobs) on a copy of the data set. S5's floor:
+            the import's INSERT of the event rows alone, against the COPY.
    bulk     a bulk re-poll of the stuck trades against the sandbox upstream.
    close    the daily close over the stream, against reading its rows once.
    verify   POST /internal/keys/verify (issue 12) on gunicorn, against /healthz
