@@ -32,7 +32,14 @@ from outbound.guard import guarded_client
 from outbound.signing import deliver
 from partners.models import SigningSecret
 from partners.services import host_of
-from records.models import DeliveryAttempt, Partner, StatusChange, Trade, WebhookEvent
+from records.models import (
+    TRADE_EVENTS,
+    DeliveryAttempt,
+    Partner,
+    StatusChange,
+    Trade,
+    WebhookEvent,
+)
 
 from . import upstream
 from .models import FailedItem, Run
@@ -321,11 +328,13 @@ def latest_state_event(trade):
     however often the trade is polled again), else the newest.
 
     One query, the preference first in the ORDER BY (a window of newest
-    rows would fill up with polls): ``event_subject_source_idx``
+    rows would fill up with polls): ``event_trade_subject_idx``
     (subject_id, source, created_at) finds the trade's events.
     """
     return (
-        WebhookEvent.objects.filter(subject_id=trade.transact_id, type=f"trade.{trade.status}")
+        WebhookEvent.objects.filter(
+            TRADE_EVENTS, subject_id=trade.transact_id, type=f"trade.{trade.status}"
+        )
         .annotate(
             ours=ExpressionWrapper(Q(source=WebhookEvent.Source.POLL), BooleanField()),
             moved=Exists(StatusChange.objects.filter(event=OuterRef("pk"))),
@@ -338,11 +347,11 @@ def latest_state_event(trade):
 def sent_instead(event):
     """For a status read of ours: the event 0Pools sent for the same trade and
     status, if any (the one a replay should send); None otherwise.
-    ``event_subject_source_idx``."""
+    ``event_trade_subject_idx``."""
     if event.source != WebhookEvent.Source.POLL:
         return None
     return (
-        WebhookEvent.objects.filter(subject_id=event.subject_id, type=event.type)
+        WebhookEvent.objects.filter(TRADE_EVENTS, subject_id=event.subject_id, type=event.type)
         .exclude(source=WebhookEvent.Source.POLL)
         .order_by("-created_at", "-id")
         .first()
