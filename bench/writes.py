@@ -82,7 +82,10 @@ def events_alone(path, batch_size=2000):
     pages find it (its row, logged, and its indexes): S5's floor.
 
     Each new order gets a new pk after the table's last, as the import's
-    new orders do, so ``event_order_time_idx`` grows where it would."""
+    new orders do, so ``event_order_time_idx`` grows where it would. Each
+    event id is written backwards after its ``evt_`` (as random, and new):
+    the import timed before this left its own ids in the unique index, dead
+    once rolled back, which this insert would otherwise step over."""
     from django.utils import timezone
     from psycopg.sql import SQL
 
@@ -96,9 +99,13 @@ def events_alone(path, batch_size=2000):
     with path.open("rb") as f:
         for line in f:
             if line.strip():
-                envelope = parse_envelope(orjson.loads(line))
+                decoded = orjson.loads(line)
+                decoded["id"] = "evt_" + decoded["id"][4:][::-1]
+                envelope = parse_envelope(decoded)
                 first.setdefault(envelope.event_id, envelope)
     envelopes = list(first.values())
+    if not envelopes:
+        return 0.0
     (ids,) = zip(
         *execute(
             SQL("SELECT nextval({}) FROM generate_series(1, %b)").format(id_sequence(WebhookEvent)),
