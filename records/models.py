@@ -24,8 +24,7 @@ from urllib.parse import quote, urlencode
 
 import pgtrigger
 from django.db import models
-from django.db.models import BooleanField, Q
-from django.db.models.expressions import RawSQL
+from django.db.models import BooleanField, Expression, F, Q
 
 from . import states
 from .links import link
@@ -365,11 +364,31 @@ class ReservedTotal(models.Model):
         return f"{self.pool_id}: {self.trades}"
 
 
-# The condition event_trade_subject_idx is partial on, as a query must say
-# it for PostgreSQL to use the index: written out, not a parameter (which a
-# generic plan cannot prove true). ``filter(TRADE_EVENTS)``; raw SQL
-# writes ``type LIKE 'trade.%'``.
-TRADE_EVENTS = RawSQL('"records_webhookevent"."type" LIKE \'trade.%%\'', (), BooleanField())
+class _TradeEvents(Expression):
+    """The condition event_trade_subject_idx is partial on, as a query must
+    say it for PostgreSQL to use the index: the pattern written out, not a
+    parameter (which a generic plan cannot prove true); the column as the
+    query names it (an alias in a subquery). ``filter(TRADE_EVENTS)``; raw
+    SQL writes ``type LIKE 'trade.%'``."""
+
+    output_field = BooleanField()
+
+    def __init__(self, column=None):
+        super().__init__()
+        self.column = column if column is not None else F("type")
+
+    def get_source_expressions(self):
+        return [self.column]
+
+    def set_source_expressions(self, expressions):
+        (self.column,) = expressions
+
+    def as_sql(self, compiler, connection):
+        sql, params = compiler.compile(self.column)
+        return f"{sql} LIKE 'trade.%%'", params
+
+
+TRADE_EVENTS = _TradeEvents()
 
 
 class WebhookEvent(models.Model):

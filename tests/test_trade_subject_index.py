@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 from django.db import connection
+from django.db.models import Exists, OuterRef
 from psycopg.sql import SQL, Composable
 
 from actions.services import latest_state_event, sent_instead
 from ingest.contract import parse_envelope
 from ingest.pipeline import apply_stored, ingest, store
 from reconciliation.services import LATE_SQL
-from records.models import Trade, WebhookEvent
+from records.models import TRADE_EVENTS, Trade, WebhookEvent
 from tests import envelopes
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +52,7 @@ def statements():
 
 # An event's subject compared with a value: a look-up by subject (joins that
 # go from an event to its trade, ``trade.transact_id = e.subject_id``, are not).
-BY_SUBJECT = re.compile(r'\bsubject_id"? = ')
+BY_SUBJECT = re.compile(r'\bsubject_id"? (= |IN \()')
 
 
 def by_subject(sent):
@@ -159,3 +160,22 @@ def test_the_index_holds_trade_events_only():
         (definition,) = cursor.fetchone()
     assert "WHERE ((type)::text ~~ 'trade.%'::text)" in definition
     assert WebhookEvent.objects.exclude(type__startswith="trade.").count() == 2
+
+
+def test_the_condition_names_the_column_as_the_query_does():
+    """In a subquery Django calls the events table U0: the condition follows."""
+    ingest(
+        parsed(envelopes.quote("created"), envelopes.trade("reserved"), envelopes.ledger()),
+        "import",
+    )
+    trade_events = WebhookEvent.objects.filter(TRADE_EVENTS)
+    trades = Trade.objects.annotate(
+        sent=Exists(trade_events.filter(subject_id=OuterRef("transact_id")))
+    )
+
+    assert [event.type for event in trade_events] == ["trade.reserved"]
+    assert [trade.sent for trade in trades] == [True]
+    with statements() as sent:
+        list(trades.all())
+    [(query, params)] = by_subject(sent)
+    assert "U0" in query and INDEX in plan(query, params)
