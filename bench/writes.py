@@ -87,12 +87,11 @@ def events_alone(path, batch_size=2000):
     the import timed before this left its own ids in the unique index, dead
     once rolled back, which this insert would otherwise step over."""
     from django.utils import timezone
-    from psycopg.sql import SQL
 
     from ingest.contract import parse_envelope
     from ingest.events import insert_applied
     from ingest.linking import Placed
-    from ingest.sql import execute, id_sequence
+    from ingest.sql import next_ids
     from records.models import Order, WebhookEvent
 
     first = {}  # a line sent twice is stored once
@@ -106,19 +105,13 @@ def events_alone(path, batch_size=2000):
     envelopes = list(first.values())
     if not envelopes:
         return 0.0
-    (ids,) = zip(
-        *execute(
-            SQL("SELECT nextval({}) FROM generate_series(1, %b)").format(id_sequence(WebhookEvent)),
-            [len(envelopes)],
-        ),
-        strict=True,
-    )
+    ids = next_ids(WebhookEvent, len(envelopes))
     last = Order.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     orders = {}
     placed = [
         Placed(pk, e, orders.setdefault((e.partner_id, e.data.get("partnerReference")),
                                         last + len(orders) + 1), "")
-        for pk, e in zip(sorted(ids), envelopes, strict=True)
+        for pk, e in zip(ids, envelopes, strict=True)
     ]  # fmt: skip
     times = dict.fromkeys(first, 1)
     now = timezone.now()

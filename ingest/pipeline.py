@@ -44,7 +44,7 @@ from .events import (
 )
 from .linking import index_identifiers, link_late_arrivals, place, relink_waiting
 from .newest import keep as keep_newest
-from .sql import execute, id_sequence, table
+from .sql import execute, next_ids, table
 from .trades import apply_trades
 from .upserts import (
     insert_deliveries,
@@ -106,16 +106,7 @@ def _ingest_applied(envelopes, source):
     new = [event_id for event_id in first if event_id not in known]
     pk = dict(known)
     if new:
-        ids = sorted(
-            next_id
-            for (next_id,) in execute(
-                SQL("SELECT nextval({sequence}) FROM generate_series(1, %b)").format(
-                    sequence=id_sequence(WebhookEvent)
-                ),
-                [len(new)],
-            )
-        )
-        pk.update(zip(new, ids, strict=True))
+        pk.update(zip(new, next_ids(WebhookEvent, len(new)), strict=True))
         fresh = [(pk[event_id], source, first[event_id]) for event_id in new]
         placed, batch, linked = _apply_records(fresh)
         insert_applied(placed, source, times, now)

@@ -36,18 +36,28 @@ def table(model):
 
 
 @cache
-def id_sequence(model):
-    """The sequence behind ``model``'s id, as a ``regclass`` literal.
-
-    Looked up once a process: written into a statement, the name is a
-    constant the planner resolves once, where ``nextval(pg_get_serial_sequence(...))``
-    looked the sequence up in the catalogue again for every row (a batch of
-    2,000 ids took 20 ms that way, 2 ms this way).
-    """
+def _id_sequence(model):
+    """The sequence behind ``model``'s id, as a ``regclass`` literal, looked
+    up once a process."""
     (name,) = execute(
         SQL("SELECT pg_get_serial_sequence({}, 'id')").format(Literal(model._meta.db_table))
     )[0]
     return SQL("{}::regclass").format(Literal(name))
+
+
+def next_ids(model, count):
+    """``count`` new ids for ``model``'s rows from its own sequence, ascending.
+
+    The sequence is written into the statement, a constant the planner
+    resolves once, where ``nextval(pg_get_serial_sequence(...))`` looked it
+    up in the catalogue again for every row (a batch of 2,000 ids took 20 ms
+    that way, 2 ms this way).
+    """
+    rows = execute(
+        SQL("SELECT nextval({}) FROM generate_series(1, %b)").format(_id_sequence(model)),
+        [count],
+    )
+    return sorted(next_id for (next_id,) in rows)
 
 
 def names(columns):

@@ -92,7 +92,7 @@ def test_every_insert_supplies_each_not_null_column_without_a_database_default(s
 
 @pytest.mark.django_db
 def test_the_ids_an_import_takes_come_from_the_sequence_a_webhook_takes_them_from(tmp_path, client):
-    """``ingest.sql.id_sequence`` is the events table's own sequence: the
+    """``ingest.sql.next_ids`` draws from the events table's own sequence: the
     imported events take their ids in file order from it, and an event the
     webhook stores after them (Django's INSERT, the column's default) comes
     after them, not on top of one."""
