@@ -3,14 +3,24 @@
 import dataclasses
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.template import engines
+from jinja2 import nodes
 
+from accounts.services import create_user
+from ingest import pipeline
+from ingest.contract import parse_envelope
 from queues import views
 from queues.filters import StuckFilter
 from queues.models import Claim
 from queues.stuck import stuck_trades
-from records.models import Trade
+from records.models import DeliveryAttempt, Partner, Pool, Trade, WebhookEvent
+from tests import envelopes
+from tests.conftest import PASSWORD
+from tests.helpers import import_events
 from tests.test_queue import QUEUE, H, M, iso, next_link, reserved, walk
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +30,6 @@ pytestmark = pytest.mark.django_db
 def mixed(tmp_path):
     """Stuck trades across pools, partners, modes and every age band, three of
     them reserved in the same second (the cursor's tie-break on id)."""
-    from tests.helpers import import_events
 
     same = iso(datetime.now(UTC) - 3 * H)
     tied = [{"status": "reserved", "at": same}]
@@ -219,3 +228,99 @@ def test_a_form_class_first_made_by_a_lazy_filterset_keeps_the_model_labels(monk
     assert built == [1]  # once, for the first form class of the process
     assert TradeFilter(QueryDict(""), queryset=trades).form.fields["status"].label == "Status"
     assert built == [1]
+
+
+# --- the row escapes by hand (templates/jinja2/queues/stuck_row.html) ---------------
+
+# What a row prints without escaping it: made by ``queues.page.decorate`` from
+# ids and times (links percent-encoded by ``records.links``, ISO times, ages,
+# numbers), by a filter that returns markup of its own, or Django's CSRF field.
+# A value read from the database must go through ``|e`` instead.
+MADE = {
+    "queues/stuck_row.html": {
+        "trade.timeline", "trade.livemode|mode", "trade.reserved_attr", "trade.reserved_text",
+        "trade.age", "trade.pool.sla_minutes", "trade.amount_value|amount",
+        "poll.url", "poll.at_attr", "poll.at_text", "poll.ago",
+        "d.url", "d.attempt", "d.response_status", "d.at_attr", "d.at_text", "d.ago",
+        "trade.claim_url", "trade.unclaim_url", "trade.repoll_url", "csrf_field",
+    },
+}  # fmt: skip
+
+
+def _said(node):
+    """A printed expression as written: ``trade.pool.pool_id|e``."""
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        return f"{_said(node.node)}.{node.attr}"
+    if isinstance(node, nodes.Filter):
+        return f"{_said(node.node)}|{node.name}"
+    return type(node).__name__
+
+
+def _unescaped_outputs(env, source):
+    """What each ``{% autoescape false %}`` block of ``source`` prints, and
+    the names it sets to an escaped value."""
+    printed, escaped = [], set()
+    for block in env.parse(source).find_all(nodes.ScopedEvalContextModifier):
+        if not any(o.key == "autoescape" and o.value.as_const() is False for o in block.options):
+            continue
+        for assign in block.find_all(nodes.Assign):
+            if isinstance(assign.node, nodes.Filter) and assign.node.name in ("e", "escape"):
+                escaped.add(assign.target.name)
+        for output in block.find_all(nodes.Output):
+            printed += [n for n in output.nodes if not isinstance(n, nodes.TemplateData)]
+    return printed, escaped
+
+
+def test_a_template_that_escapes_by_hand_escapes_everything_but_what_the_code_made():
+    env = engines["jinja2"].env
+    root = Path(settings.BASE_DIR) / "templates" / "jinja2"
+    checked = {}
+    for path in sorted(root.rglob("*.html")):
+        name = str(path.relative_to(root))
+        printed, escaped = _unescaped_outputs(env, path.read_text())
+        if not printed:
+            continue
+        said = {_said(node) for node in printed}
+        plain = {s for s in said if not s.endswith(("|e", "|escape")) and s not in escaped}
+        assert plain <= MADE.get(name, set()), f"{name} prints unescaped: {plain - MADE[name]}"
+        checked[name] = plain
+    # Every template that escapes by hand is listed, and every value listed is printed.
+    assert checked == MADE
+
+
+HOSTILE = '<b x="1">&'  # ten characters: fits every column below
+
+
+def test_every_value_from_the_database_is_escaped_in_a_queue_row(client, tmp_path):
+    """A stuck trade whose every shown text column holds markup: the page
+    shows it as text. (The contract's shapes keep such values out; the row
+    must not depend on that.)"""
+    first = reserved("pt_live_X01", 2 * H, event_id="evt_reservedX01")
+    import_events(tmp_path, first, envelopes.delivery("evt_reservedX01", outcome="failed"))
+    pipeline.ingest([parse_envelope(reserved("pt_live_X01", 2 * H, event_id="evt_pX01"))], "poll")
+    holder = create_user("holder", PASSWORD, "operations")
+    type(holder).objects.filter(pk=holder.pk).update(username=HOSTILE)
+    Claim.objects.create(trade=Trade.objects.get(transact_id="pt_live_X01"), user=holder)
+    Trade.objects.filter(transact_id="pt_live_X01").update(
+        transact_id=f"pt_live_{HOSTILE}", amount_currency=HOSTILE
+    )
+    Partner.objects.filter(partner_id="ptn_acme").update(partner_id=f"ptn_{HOSTILE}")
+    Pool.objects.filter(pool_id="EUR-USDT").update(pool_id=HOSTILE)
+    WebhookEvent.objects.filter(event_id="evt_pX01").update(type=f"trade.{HOSTILE}")
+    DeliveryAttempt.objects.filter(event_id="evt_reservedX01").update(
+        event_id=f"evt_{HOSTILE}", outcome=HOSTILE
+    )
+    # An admin sees every control, the take-over button naming the holder too.
+    client.force_login(create_user("ada", PASSWORD, "admin"))
+
+    response = client.get(QUEUE)
+
+    table = response.content.decode().split('<table class="plain list stuck">')[1]
+    row = table.split("</table>")[0]
+    assert "<b " not in row
+    # The id twice (the row's id, its link), the partner, the pool, the
+    # currency, the read's type, the delivery's outcome twice and its
+    # event, the holder twice (named, and in the take-over button's title).
+    assert row.count("&lt;b x=&#34;1&#34;&gt;&amp;") == 11, row
