@@ -98,6 +98,14 @@ class PoolAges:
 # older is in the last band and stuck whatever its pool's SLA, so it is the
 # total less the window. Counts are kept per pool, partner and mode, so a
 # partner filter reads that partner's rows only.
+#
+# The window's start is a sub-select, and its end is written out: shown the
+# start, PostgreSQL costed each load's plan from how few minutes it holds and
+# never kept the generic plan (0 of 55 loads on the 1 M set: planned afresh
+# on each, 0.25 ms, twice the statement's execution). With the start unseen
+# by every plan alike and both ends given, every plan is the same range scan
+# of reserved_minute_key (a window's estimate: half a percent of the rows),
+# and the generic one is kept.
 KEPT_SQL = """
 WITH minutes AS (
     SELECT m.pool_id, m.partner_id, m.livemode,
@@ -105,7 +113,7 @@ WITH minutes AS (
            {bands}
     FROM records_reservedminute m
     JOIN records_pool p ON p.id = m.pool_id
-    WHERE m.minute > %s {minute_where}
+    WHERE m.minute > (SELECT %s::timestamptz) AND m.minute < 'infinity' {minute_where}
     GROUP BY m.pool_id, m.partner_id, m.livemode
 )
 SELECT p.pool_id, p.sla_minutes, t.trades - coalesce(w.seen, 0) AS older,
