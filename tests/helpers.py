@@ -142,3 +142,23 @@ def key_paths(value, prefix=()):
         for index, inner in enumerate(value):
             yield (*prefix, index)
             yield from key_paths(inner, (*prefix, index))
+
+
+def plans_kept(client, url, loads=14):
+    """{statement's first words: (generic plans, custom plans)} of every
+    read prepared on this connection, after ``loads`` loads of ``url``.
+
+    psycopg prepares a statement after 5 runs on a connection (the
+    settings' ``prepare_threshold``); PostgreSQL then plans it 5 times
+    more before it may keep the generic plan. A statement with no generic
+    plan after that is planned afresh on every load."""
+    for _ in range(loads):
+        assert client.get(url).status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        prepared = cursor.fetchall()
+    return {
+        " ".join(sql.split())[:60]: (generic, custom)
+        for sql, generic, custom in prepared
+        if sql.lstrip().startswith(("SELECT", "WITH", "("))
+    }

@@ -13,7 +13,7 @@ from records.models import Order
 from sandbox.forbidden import FORBIDDEN_KEYS, FORBIDDEN_MARKERS
 from tests import envelopes
 from tests.conftest import post_event
-from tests.helpers import import_events
+from tests.helpers import import_events, plans_kept
 
 pytestmark = pytest.mark.django_db
 
@@ -193,6 +193,15 @@ def test_the_timeline_makes_a_fixed_number_of_queries(
 
     assert response.status_code == 200
     assert b'data-flag="partner_not_told"' in response.content
+
+
+def test_every_statement_of_the_timeline_keeps_one_plan(support, scenarios):
+    # The status changes, the ledger and the deliveries are read by a list
+    # of the order's ids; shown the list, PostgreSQL planned each afresh.
+    kept = plans_kept(support, "/orders/ptn_acme/scn_partner_never_told/")
+
+    assert len(kept) >= 9, kept  # the session, the order and its seven reads
+    assert [sql for sql, (generic, _) in kept.items() if not generic] == []
 
 
 def test_unknown_order_is_404(support, scenarios):
