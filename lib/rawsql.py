@@ -40,6 +40,24 @@ def columns(alias, model, only=None):
     return ", ".join(f"{alias}.{field.column}" for field in _fields(model, only))
 
 
+def unseen(sql_type):
+    """A placeholder for a value no plan sees: ``(SELECT %s::type)::type``.
+
+    The panel's statements are prepared (server-side binding, psycopg's
+    ``prepare_threshold``), and PostgreSQL keeps a statement's generic plan
+    only if it costs no more than the plans made for each call's values. A
+    value that makes those custom plans look cheaper (a narrow time window,
+    a list of two ids, a range of a few index entries) keeps PostgreSQL
+    planning the statement again on every call, often for longer than it
+    runs. Behind a sub-select the value is unknown to every plan alike, so
+    the generic plan is kept. Use it where the plan is the same whatever the
+    value; a condition whose best plan depends on its value (how common a
+    partner is) should stay seen. The outer cast lets an array stand where
+    ``= ANY(...)`` wants one: a bare sub-select there reads as rows.
+    (``docs/decisions.md``, "Plans kept".)"""
+    return f"(SELECT %s::{sql_type})::{sql_type}"
+
+
 def _made_plainly(model):
     """Whether ``model.from_db`` only fills a new instance's ``__dict__``: the
     model keeps Django's ``__init__`` and ``from_db``, nobody listens to its

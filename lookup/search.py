@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from django.urls import reverse
 
-from lib.rawsql import columns, fetch
+from lib.rawsql import columns, fetch, unseen
 from records import ids
 from records.models import Identifier, Order, Partner, Pool, Trade
 
@@ -201,13 +201,13 @@ PAGE = MAX_MATCHES + 1  # one more than a page: is there more?
 EXACT_SQL = PAGE_SQL.format(match="i.value = %s", limit=PAGE)
 # Every value from the first parameter up to (not including) the second:
 # in collation "C" (byte order) those are the values starting with the
-# first, the range PostgreSQL itself scans for ``LIKE 'prefix%'``. As a
-# range between two sub-selects the statement has one plan whatever the
-# values: ``LIKE $1`` was planned again on every call (the index range
-# comes from the pattern's value), and bounds the planner could see would
-# have it cost each call's plan afresh rather than keep the generic one.
+# first, the range PostgreSQL itself scans for ``LIKE 'prefix%'``. With
+# bounds no plan sees (``lib.rawsql.unseen``) the statement has one plan
+# whatever the values: ``LIKE $1`` was planned again on every call (the
+# index range comes from the pattern's value), and so would bounds the
+# plans could see.
 RANGE_SQL = PAGE_SQL.format(
-    match="i.value >= (SELECT %s::text) AND i.value < (SELECT %s::text)", limit=PAGE
+    match=f"i.value >= {unseen('text')} AND i.value < {unseen('text')}", limit=PAGE
 )
 TOKENS_SQL = PAGE_SQL.format(match="i.value = ANY(%s::text[])", limit=MAX_TICKET_MATCHES + 1)
 MODELS = (Identifier, (Order, ORDER_COLUMNS), (Partner, PARTNER_COLUMNS))
@@ -216,12 +216,12 @@ MODELS = (Identifier, (Order, ORDER_COLUMNS), (Partner, PARTNER_COLUMNS))
 # records_trade.order_id: only for a list, as the redirect of one exact id
 # shows none (in the look-up's statement, each id read its order's trade:
 # 4x the bare statement's time on the 10 M set, its pages mostly not in
-# memory). The orders are a sub-select, so the statement keeps one plan.
+# memory). The orders are unseen by the plan, so the statement keeps one.
 TRADE_COLUMNS = ("id", "order", "status", "status_at")
 NEWEST_TRADES_SQL = f"""
 SELECT DISTINCT ON (t.order_id) {columns("t", Trade, TRADE_COLUMNS)}
   FROM records_trade t
- WHERE t.order_id = ANY((SELECT %s::bigint[])::bigint[])
+ WHERE t.order_id = ANY({unseen("bigint[]")})
  ORDER BY t.order_id, t.created_at DESC, t.id DESC
 """  # noqa: S608 - column names from the models; the values are parameters
 

@@ -3,7 +3,7 @@ says why), each served by the index named beside it."""
 
 from audit import log as audit
 from audit.models import Entry
-from lib.rawsql import columns, fetch
+from lib.rawsql import columns, fetch, unseen
 from records.models import (
     DeliveryAttempt,
     LedgerEntry,
@@ -52,28 +52,26 @@ UNION ALL
   WHERE e.order_id = %(order)s AND e.source = %(poll)s
   ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s)
 """  # noqa: S608 - table and column names from the models; values are parameters
-# The next three find rows by a list of the order's ids, and the list is
-# a sub-select (cast, or ANY would read it as a subquery of rows): shown
-# its few values, PostgreSQL costed each call's plan below the generic
-# plan, which assumes a longer list, and planned every timeline afresh,
-# three times (pg_prepared_statements on the 1 M set: 0 generic plans in
-# 25 loads). Unseen by every plan alike, the list gets the generic plan:
-# the same index scan.
+# The next three find rows by a list of the order's ids, unseen by the
+# plan (``lib.rawsql.unseen``): shown a list of one or two ids, PostgreSQL
+# costed each call's plan below the generic plan, which assumes a longer
+# list, and planned every timeline afresh, three times
+# (pg_prepared_statements on the 1 M set: 0 generic plans in 25 loads).
 #
 # status_trade_time_idx (trade_id, upstream_at, id)
 CHANGES = f"""
 SELECT {columns("c", StatusChange)} FROM {_table(StatusChange)} c
- WHERE c.trade_id = ANY((SELECT %s::bigint[])::bigint[]) ORDER BY c.upstream_at, c.id
+ WHERE c.trade_id = ANY({unseen("bigint[]")}) ORDER BY c.upstream_at, c.id
 """  # noqa: S608 - table and column names from the models; values are parameters
 # records_ledgerentry.transact_id index
 LEDGER = f"""
 SELECT {columns("l", LedgerEntry)} FROM {_table(LedgerEntry)} l
- WHERE l.transact_id = ANY((SELECT %s::text[])::text[]) ORDER BY l.posted_at, l.id
+ WHERE l.transact_id = ANY({unseen("text[]")}) ORDER BY l.posted_at, l.id
 """  # noqa: S608 - table and column names from the models; values are parameters
 # records_deliveryattempt.event_id index
 DELIVERIES = f"""
 SELECT {columns("d", DeliveryAttempt)} FROM {_table(DeliveryAttempt)} d
- WHERE d.event_id = ANY((SELECT %s::text[])::text[]) ORDER BY d.attempted_at, d.id
+ WHERE d.event_id = ANY({unseen("text[]")}) ORDER BY d.attempted_at, d.id
 """  # noqa: S608 - table and column names from the models; values are parameters
 # audit_order_idx (order_id, at), newest first, in one statement: what
 # people did and what the schedule did (a re-poll every few minutes), each
