@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from lookup import search
+from lookup import reads
 from tests import envelopes
 from tests.helpers import import_events, plans_kept
 
@@ -151,7 +151,7 @@ def test_the_range_scan_is_planned_once_as_an_index_range(support, order):
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("PREPARE range_page(text, text) AS " + _numbered(search.RANGE_SQL))
+        cursor.execute("PREPARE range_page(text, text) AS " + _numbered(reads.RANGE_SQL))
         cursor.execute("EXPLAIN EXECUTE range_page('pt_live_9', 'pt_live_:')")
         plan = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("DEALLOCATE range_page")
@@ -185,7 +185,7 @@ def _numbered(sql):
     ],
 )
 def test_the_successor_of_a_prefix_bounds_every_value_that_starts_with_it(prefix, upper):
-    assert search.successor(prefix) == upper
+    assert reads.successor(prefix) == upper
 
 
 @pytest.mark.parametrize("prefix", ["order_é", "order_z", "order_\u00ff", "order_\u07ff"])
@@ -197,7 +197,7 @@ def test_a_prefix_ending_in_any_character_finds_what_starts_with_it(support, tmp
         tmp_path,
         envelopes.trade("settled", transact_id="pt_live_UA1", reference=prefix + "1"),
         envelopes.trade("settled", transact_id="pt_live_UA2", reference=prefix + "\u0800"),
-        envelopes.trade("settled", transact_id="pt_live_UA3", reference=search.successor(prefix)),
+        envelopes.trade("settled", transact_id="pt_live_UA3", reference=reads.successor(prefix)),
     )
 
     response = support.get("/search", {"q": prefix})
@@ -205,7 +205,7 @@ def test_a_prefix_ending_in_any_character_finds_what_starts_with_it(support, tmp
     page = response.content.decode()
     assert f"prefix partner order id <code>{prefix}1</code>" in page
     assert f"prefix partner order id <code>{prefix}\u0800</code>" in page
-    assert f"<code>{search.successor(prefix)}</code>" not in page
+    assert f"<code>{reads.successor(prefix)}</code>" not in page
 
 
 def test_an_order_found_shows_its_newest_trade(support, tmp_path):
