@@ -168,9 +168,9 @@ class Result:
         )
 
 
-def _group(identifiers, how):
+def _group(found, how):
     hits, waiting = {}, []
-    for ident in identifiers:
+    for ident in found:
         label = Identifier.Kind(ident.kind).label
         if ident.order_id is None:
             waiting.append(Waiting(label, ident.value, ident.partner_id, ident.link_key))
