@@ -145,8 +145,8 @@ def key_paths(value, prefix=()):
 
 
 def plans_kept(client, url, loads=14):
-    """{statement's first words: (generic plans, custom plans)} of every
-    read prepared on this connection, after ``loads`` loads of ``url``.
+    """{statement (its whitespace folded): (generic plans, custom plans)} of
+    every read prepared on this connection, after ``loads`` loads of ``url``.
 
     psycopg prepares a statement after 5 runs on a connection (the
     settings' ``prepare_threshold``); PostgreSQL then plans it 5 times
@@ -158,7 +158,7 @@ def plans_kept(client, url, loads=14):
         cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
         prepared = cursor.fetchall()
     return {
-        " ".join(sql.split())[:60]: (generic, custom)
+        " ".join(sql.split()): (generic, custom)
         for sql, generic, custom in prepared
         if sql.lstrip().startswith(("SELECT", "WITH", "("))
     }
