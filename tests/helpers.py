@@ -162,3 +162,9 @@ def plans_kept(client, url, loads=14):
         for sql, generic, custom in prepared
         if sql.lstrip().startswith(("SELECT", "WITH", "("))
     }
+
+
+def numbered(sql):
+    """``sql`` with its ``%s`` placeholders as ``$1, $2, ...``, for PREPARE."""
+    parts = sql.split("%s")
+    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]

@@ -21,7 +21,7 @@ from records.models import Pool, Trade
 from tests import envelopes
 from tests.conftest import PASSWORD
 from tests.factories import ScheduledRunFactory
-from tests.helpers import import_events, plans_kept
+from tests.helpers import import_events, numbered, plans_kept
 
 pytestmark = pytest.mark.django_db
 
@@ -298,13 +298,12 @@ def test_every_statement_of_the_queue_page_keeps_one_plan(support, queue_data):
 def test_the_histogram_reads_its_window_of_minutes_by_the_index_in_any_plan(support, queue_data):
     now = timezone.now()
     sql, params = stuck._kept_query(now, now - 25 * H, None, None)
-    parts = sql.split("%s")
-    numbered = "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]
     times = ", ".join(f"'{moment.isoformat()}'" for moment in params)
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         cursor.execute("SET LOCAL enable_seqscan = off")  # the test's tables are tiny
-        cursor.execute(f"PREPARE kept({', '.join(['timestamptz'] * len(params))}) AS {numbered}")
+        types = ", ".join(["timestamptz"] * len(params))
+        cursor.execute(f"PREPARE kept({types}) AS {numbered(sql)}")
         cursor.execute(f"EXPLAIN EXECUTE kept({times})")
         plan = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("DEALLOCATE kept")

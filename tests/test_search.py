@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from lookup import reads
 from tests import envelopes
-from tests.helpers import import_events, plans_kept
+from tests.helpers import import_events, numbered, plans_kept
 
 pytestmark = pytest.mark.django_db
 
@@ -151,7 +151,7 @@ def test_the_range_scan_is_planned_once_as_an_index_range(support, order):
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("PREPARE range_page(text, text) AS " + _numbered(reads.RANGE_SQL))
+        cursor.execute("PREPARE range_page(text, text) AS " + numbered(reads.RANGE_SQL))
         cursor.execute("EXPLAIN EXECUTE range_page('pt_live_9', 'pt_live_:')")
         plan = "\n".join(row[0] for row in cursor.fetchall())
         cursor.execute("DEALLOCATE range_page")
@@ -167,12 +167,6 @@ def test_the_range_scan_is_planned_once_as_an_index_range(support, order):
         rf"\(\(\(value\)::text >= {unseen}\) AND \(\(value\)::text < {unseen}\)\)", identifiers[1]
     ), identifiers[1]
     assert "Seq Scan on records_identifier" not in plan
-
-
-def _numbered(sql):
-    """``%s`` placeholders as ``$1, $2, ...``, for PREPARE."""
-    parts = sql.split("%s")
-    return "".join(f"{part}${n}" if n < len(parts) else part for n, part in enumerate(parts, 1))
 
 
 @pytest.mark.parametrize(
