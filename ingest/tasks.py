@@ -1,10 +1,13 @@
 """Celery tasks of the ingest pipeline.
 
-``process_event`` applies one stored webhook event. It is sent after the
-request's transaction commits; if that send is lost (broker down, a crash
-between commit and publish), ``sweep_pending_events`` finds the event
-still pending and applies it. Both lock the event row and skip processed
-ones, so an event that is handled twice is applied once.
+``process_events`` applies stored webhook events, a batch at a time: the
+webhook adds its event to ``apply_batches`` once stored, and each web
+process sends what it gathered within ``OPOOLS_WEBHOOK_LINGER_SECONDS`` as
+one task (``lib.tasks.Batches``). If that send is lost (broker down, a
+crash between commit and publish), ``sweep_pending_events`` finds the event
+still pending and applies it. Both lock the event rows and skip processed
+ones, so an event that is handled twice is applied once. ``process_event``
+(one event) stays for the messages a broker still holds from before.
 """
 
 import logging
@@ -17,6 +20,7 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from lib import broker
+from lib.tasks import Batches
 from records.models import WebhookEvent
 
 from . import pipeline
@@ -35,13 +39,21 @@ def ping_broker():
 
 
 def _apply(pks):
+    """Apply ``pks`` in one transaction; return how many were applied.
+
+    If the batch fails, nothing of it stays, and each event is applied
+    alone: one bad event is marked failed (with why, one attempt more) and
+    the others are applied, their attempts untouched.
+    """
     try:
         with transaction.atomic():
             return pipeline.apply_stored(pks)
     except (OperationalError, psycopg.OperationalError):
         raise  # the database is away: retry the whole task later
     except Exception as exc:
-        log.exception("applying events %s failed", pks)
+        if len(pks) > 1:
+            return sum(_apply([pk]) for pk in pks)
+        log.exception("applying event %s failed", pks[0])
         pipeline.mark_failed(pks, exc)
         return 0
 
@@ -59,6 +71,24 @@ def process_event(event_pk):
     return _apply([event_pk])
 
 
+@shared_task(
+    acks_late=True,
+    autoretry_for=(OperationalError, psycopg.OperationalError),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=8,
+)
+def process_events(event_pks):
+    """Apply stored events, in the order they were stored. Running it twice
+    applies each once."""
+    return _apply(sorted(event_pks))
+
+
+# The webhook's: one ``process_events`` for what a web process stored within
+# the linger (lib.tasks.Batches).
+apply_batches = Batches(process_events, linger=lambda: settings.OPOOLS_WEBHOOK_LINGER_SECONDS)
+
+
 @shared_task(acks_late=True)
 def sweep_pending_events(batch_size=500, max_batches=100):
     """Apply events left pending (lost task) or failed (fewer than MAX_ATTEMPTS)."""
@@ -73,10 +103,7 @@ def sweep_pending_events(batch_size=500, max_batches=100):
         )
         if not pks:
             break
-        done = _apply(pks)
-        if done == 0 and len(pks) > 1:
-            # One bad event fails its batch: apply one by one to isolate it.
-            done = sum(_apply([pk]) for pk in pks)
+        done = _apply(pks)  # one bad event is isolated there
         applied += done
         if done == 0:
             break

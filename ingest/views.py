@@ -7,8 +7,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from lib.tasks import send_on_commit
-
 from . import pipeline, tasks
 from .contract import ContractError, parse_envelope
 from .refusals import record_refusal
@@ -72,10 +70,11 @@ def receive_webhook(request):
 
     # One statement, in autocommit: it is committed (synchronous_commit: on
     # disk) when it returns, without a BEGIN and a COMMIT round trip of its
-    # own. The task is sent after that, so a 2xx always means stored.
+    # own, so a 2xx always means stored. The event then waits a few ms for
+    # others stored by this process, to go to the worker in one task.
     (stored,) = pipeline.store([envelope], "webhook", verified_with=secret.label)
     if not stored.duplicate:
-        send_on_commit(tasks.process_event, stored.pk)
+        tasks.apply_batches.add_on_commit(stored.pk)
     return JsonResponse(
         {"id": stored.event_id, "duplicate": stored.duplicate},
         status=200 if stored.duplicate else 202,

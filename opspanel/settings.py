@@ -328,6 +328,10 @@ OPOOLS_REJECTED_PER_MINUTE = int(env("OPOOLS_REJECTED_PER_MINUTE", "60"))
 OPOOLS_WEBHOOK_MAX_BYTES = 256 * 1024
 # Seconds a webhook sender may pause while sending its body (each read).
 OPOOLS_WEBHOOK_READ_SECONDS = float(env("OPOOLS_WEBHOOK_READ_SECONDS", "5"))
+# Seconds a web process gathers stored webhook events before it sends them
+# to the worker as one task (ingest.tasks.apply_batches): how much later an
+# event is applied, for one publish per batch instead of one per event.
+OPOOLS_WEBHOOK_LINGER_SECONDS = float(env("OPOOLS_WEBHOOK_LINGER_SECONDS", "0.05"))
 # Replays may go to private and loopback addresses only when this is on
 # (tests and the sandbox); production partner endpoints are public.
 OPOOLS_OUTBOUND_ALLOW_PRIVATE = env_bool("OPOOLS_OUTBOUND_ALLOW_PRIVATE", DEBUG)

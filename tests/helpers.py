@@ -66,6 +66,57 @@ def subprocess_database_url():
     return urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()
 
 
+@contextmanager
+def gunicorn_serving(**env):
+    """The panel under gunicorn (the production server, one worker) on
+    loopback and the test database; yields ``(port, process)``. ``env`` is
+    added to this process's environment for it."""
+    import socket
+    import subprocess
+    import sys
+    from contextlib import suppress
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "opspanel.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--timeout",
+            "30",
+            "--log-level",
+            "warning",
+        ],
+        cwd=settings.BASE_DIR,
+        env={
+            **os.environ,
+            "DATABASE_URL": subprocess_database_url(),
+            "OPSPANEL_TESTING": "1",
+            **env,
+        },
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.1)
+        # A first request loads the URLs and views: on a loaded machine that
+        # took seconds, which a test could count as a held worker.
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        yield port, server
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def wait_for(condition, timeout=20):
     """Poll ``condition`` until true (a worker or server in another thread is at work)."""
     deadline = time.monotonic() + timeout

@@ -15,8 +15,8 @@ from lib.tasks import broker_recovered
 from opspanel.celery import app
 from records.models import Trade, WebhookEvent
 from tests import envelopes
-from tests.conftest import post_event
-from tests.helpers import wait_for
+from tests.conftest import SECRET, post_event, sign
+from tests.helpers import gunicorn_serving, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -123,16 +123,24 @@ def broker_refusing():
             listener.close()
 
 
-def test_with_the_broker_down_a_webhook_tries_it_once_then_not_at_all_for_a_while(client):
+def test_with_the_broker_down_a_webhook_tries_it_once_then_not_at_all_for_a_while(client, settings):
     # Issue 15 item 4: each webhook used to retry the publish (~0.9 s) while
-    # the broker was down. Counted here as connections the broker got.
+    # the broker was down. Counted here as connections the broker got, with
+    # each event sent alone (flushed at once; the linger never ends here).
+    tasks.apply_batches.flush()  # nothing left from an earlier test
+    settings.OPOOLS_WEBHOOK_LINGER_SECONDS = 60
     first, second, third = (envelopes.trade("reserved") for _ in range(3))
 
+    def post_and_send(envelope):
+        response = post_event(client, envelope)
+        assert tasks.apply_batches.flush() == 1
+        return response
+
     with broker_refusing() as connections:
-        assert post_event(client, first).status_code == 202
+        assert post_and_send(first).status_code == 202
         after_first = len(connections)
-        assert post_event(client, second).status_code == 202
-        assert post_event(client, third).status_code == 202
+        assert post_and_send(second).status_code == 202
+        assert post_and_send(third).status_code == 202
         after_three = len(connections)
 
     # One publish, no retry policy on top of the client's own reconnects...
@@ -158,25 +166,128 @@ def test_a_send_that_fails_for_a_bug_is_an_error_and_does_not_pause_other_sends(
 @pytest.mark.skipif(
     not app.conf.broker_url.startswith("redis://"), reason="kombu's Redis transport only"
 )
-def test_publishing_reuses_the_channels_redis_client(client, worker, monkeypatch):
+def test_publishing_reuses_the_channels_redis_client(client, worker, monkeypatch, settings):
     """lib/broker.py: kombu built a new Redis client for every publish."""
     import threading
 
     import redis
 
+    tasks.apply_batches.flush()  # nothing left from an earlier test
+    settings.OPOOLS_WEBHOOK_LINGER_SECONDS = 60  # each event sent alone, here
     built = []
     init = redis.Redis.__init__
 
     def counting(self, *args, **kwargs):
-        if threading.current_thread() is threading.main_thread():
+        # The publishing threads: this one (flush) and the batches' own.
+        if threading.current_thread() is threading.main_thread() or (
+            threading.current_thread().name.startswith("batches of")
+        ):
             built.append(self)
         init(self, *args, **kwargs)
 
+    def post_and_send(envelope):
+        response = post_event(client, envelope)
+        assert tasks.apply_batches.flush() == 1
+        return response.status_code
+
     monkeypatch.setattr(redis.Redis, "__init__", counting)
     sent = [envelopes.trade("reserved", transact_id=f"pt_live_REUSE{n}") for n in range(4)]
-    assert post_event(client, sent[0]).status_code == 202  # the channel's own client
+    assert post_and_send(sent[0]) == 202  # the channel's own client
     built.clear()
 
-    assert [post_event(client, envelope).status_code for envelope in sent[1:]] == [202] * 3
+    assert [post_and_send(envelope) for envelope in sent[1:]] == [202] * 3
     assert built == []
     assert wait_for(lambda: WebhookEvent.objects.filter(state="processed").count() == len(sent))
+
+
+def test_webhook_events_stored_close_together_go_to_the_worker_as_one_task(
+    client, worker, settings
+):
+    """Issue 14: a publish for each event cost the webhook more CPU than
+    everything else it does; a web process now sends what it stored within
+    the linger as one ``process_events``."""
+    from celery.signals import task_prerun
+
+    tasks.apply_batches.flush()  # nothing left from an earlier test
+    settings.OPOOLS_WEBHOOK_LINGER_SECONDS = 60  # sent by the flush below, not by time
+    ran = []
+
+    def count(sender=None, args=(), **extra):
+        if sender.name == tasks.process_events.name:
+            ran.append(list(args[0]))
+
+    task_prerun.connect(count, weak=False)
+    try:
+        sent = [envelopes.trade("reserved", transact_id=f"pt_live_BATCH{n}") for n in range(12)]
+        assert [post_event(client, envelope).status_code for envelope in sent] == [202] * 12
+        assert not WebhookEvent.objects.filter(state="processed").exists()  # none sent yet
+
+        assert tasks.apply_batches.flush() == 12
+        assert wait_for(lambda: WebhookEvent.objects.filter(state="processed").count() == 12)
+    finally:
+        task_prerun.disconnect(count)
+
+    stored = list(WebhookEvent.objects.order_by("pk").values_list("pk", flat=True))
+    assert ran == [stored]
+    assert sorted(Trade.objects.values_list("transact_id", flat=True)) == sorted(
+        f"pt_live_BATCH{n}" for n in range(12)
+    )
+
+
+def test_the_batch_is_sent_when_the_linger_ends(client, worker, settings):
+    settings.OPOOLS_WEBHOOK_LINGER_SECONDS = 0.05
+    envelope = envelopes.trade("reserved", transact_id="pt_live_LINGER1")
+
+    assert post_event(client, envelope).status_code == 202
+
+    assert wait_for(lambda: WebhookEvent.objects.get(event_id=envelope["id"]).state == "processed")
+    assert tasks.apply_batches.flush() == 0  # the thread had sent it
+
+
+def test_a_bad_event_in_a_batch_fails_alone():
+    """One event that cannot be applied is marked failed with why; the rest
+    of its batch is applied, their attempts untouched by its failure."""
+    from ingest import pipeline
+
+    sent = [envelopes.trade("reserved", transact_id=f"pt_live_ALONE{n}") for n in range(4)]
+    stored = pipeline.store([pipeline.parse_envelope(e) for e in sent], "webhook")
+    bad = stored[1].pk
+    # Stored, then spoiled: its payload no longer meets the contract.
+    WebhookEvent.objects.filter(pk=bad).update(payload={"id": sent[1]["id"]})
+
+    assert tasks.process_events([s.pk for s in stored]) == 3
+
+    states = dict(WebhookEvent.objects.values_list("pk", "state"))
+    assert states == {s.pk: ("failed" if s.pk == bad else "processed") for s in stored}
+    failed = WebhookEvent.objects.get(pk=bad)
+    assert failed.attempts == 1
+    assert failed.last_error.startswith("ContractError")
+    assert set(WebhookEvent.objects.exclude(pk=bad).values_list("attempts", flat=True)) == {1}
+    assert Trade.objects.filter(transact_id__startswith="pt_live_ALONE").count() == 3
+
+
+def test_a_web_process_that_stops_sends_what_it_gathered(worker):
+    """gunicorn stopping a worker (a deploy, a restart) does not leave its
+    gathered events to the sweep: they are sent as it exits."""
+    import httpx
+    import orjson
+
+    envelope = envelopes.trade("reserved", transact_id="pt_live_EXIT1")
+    body = orjson.dumps(envelope)
+    with gunicorn_serving(OPOOLS_WEBHOOK_SECRETS=SECRET, OPOOLS_WEBHOOK_LINGER_SECONDS="60") as (
+        port,
+        server,
+    ):
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/0pools",
+            content=body,
+            headers={**sign(body), "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert response.status_code == 202
+        assert WebhookEvent.objects.get(event_id=envelope["id"]).state == "pending"
+
+        server.terminate()  # SIGTERM: gunicorn's graceful stop
+        assert server.wait(20) == 0
+
+    assert wait_for(lambda: WebhookEvent.objects.get(event_id=envelope["id"]).state == "processed")

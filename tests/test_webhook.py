@@ -1,11 +1,9 @@
 """POST /webhooks/0pools: every answer the issue names, and nothing stored on refusal."""
 
 import json
-import os
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import orjson
 import pytest
 from hypothesis import HealthCheck, given
@@ -454,56 +452,15 @@ def test_a_body_that_is_not_declared_json_is_415_and_nothing_is_stored(client):
 
 
 @pytest.fixture
-def gunicorn(transactional_db, settings):
+def gunicorn(transactional_db):
     """The panel under gunicorn (the production server) on loopback, on the test database."""
-    import socket
-    import subprocess
-    import sys
-    import time
+    from tests.helpers import gunicorn_serving
 
-    from tests.helpers import subprocess_database_url
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "DATABASE_URL": subprocess_database_url(),
-        "OPSPANEL_TESTING": "1",
-        "OPOOLS_WEBHOOK_SECRETS": SECRET,
-        "OPOOLS_WEBHOOK_READ_SECONDS": "0.5",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "opspanel.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--timeout",
-            "30",
-            "--log-level",
-            "warning",
-        ],
-        cwd=settings.BASE_DIR,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            time.sleep(0.1)
-        # A first request loads the URLs and views: on a loaded machine that
-        # took seconds, which the tests below would have counted as held.
-        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+    with gunicorn_serving(OPOOLS_WEBHOOK_SECRETS=SECRET, OPOOLS_WEBHOOK_READ_SECONDS="0.5") as (
+        port,
+        _,
+    ):
         yield port
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def test_a_body_shorter_than_its_content_length_is_408_at_once_not_a_held_worker(gunicorn):
