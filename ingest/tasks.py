@@ -42,16 +42,24 @@ def _apply(pks):
     """Apply ``pks`` in one transaction; return how many were applied.
 
     If the batch fails, nothing of it stays, and each event is applied
-    alone: one bad event is marked failed (with why, one attempt more) and
-    the others are applied, their attempts untouched.
+    alone: the bad one is marked failed (with why, one attempt more) and
+    the others are applied as if it were not there. A database error
+    (away, a deadlock, a timeout) is raised: the task tries the whole batch
+    again later.
     """
     try:
         with transaction.atomic():
             return pipeline.apply_stored(pks)
     except (OperationalError, psycopg.OperationalError):
-        raise  # the database is away: retry the whole task later
+        raise
     except Exception as exc:
         if len(pks) > 1:
+            log.warning(
+                "applying %d events together failed (%s: %s); applying each alone",
+                len(pks),
+                type(exc).__name__,
+                exc,
+            )
             return sum(_apply([pk]) for pk in pks)
         log.exception("applying event %s failed", pks[0])
         pipeline.mark_failed(pks, exc)

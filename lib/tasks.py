@@ -141,7 +141,7 @@ class Batches:
                 self._since = time.monotonic()
             self._items.append(item)
             self._waiting.set()
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name=f"batches of {self.task.name}", daemon=True
                 )
@@ -150,17 +150,18 @@ class Batches:
     def _run(self):
         while True:
             self._waiting.wait()
-            # Until the linger of the first item ends (read again every
-            # 0.1 s at most: tests change it), or another flush took them.
-            while (
-                self._waiting.is_set()
-                and (left := self._since + self.linger() - time.monotonic()) > 0
-            ):
-                time.sleep(min(left, 0.1))
             try:
+                # Until the linger of the first item ends (read again every
+                # 0.1 s at most: tests change it), or another flush took them.
+                while (
+                    self._waiting.is_set()
+                    and (left := self._since + self.linger() - time.monotonic()) > 0
+                ):
+                    time.sleep(min(left, 0.1))
                 self.flush()
             except Exception:  # a bug: the thread outlives it; the sweep applies the events
                 log.exception("sending a batch of %s failed", self.task.name)
+                time.sleep(1)  # and does not spin on it
 
     def flush(self):
         """Send what has been added, in this thread; return how many it sent.
