@@ -1,6 +1,7 @@
 """The operations over HTTP, on gunicorn with 2 workers: S4 (new webhook
 events, against pgbench's three-statement transaction and the sign-in page
-on the same server) and S1 over HTTP (``/id/<exact id>``).
+on the same server), then those events applied by a Celery worker from the
+batches the web processes sent, and S1 over HTTP (``/id/<exact id>``).
 
 The built data set is reused between runs, so nothing here may leave a
 trace in it: the webhook's rows (written by gunicorn, committed) are deleted
@@ -13,6 +14,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -105,19 +107,68 @@ def pgbench_tps(base_url, seconds, clients):
     return float(match.group(1)) if match else None
 
 
-def _gunicorn(url, secret, port):
+def _server_env(url, **extra):
     from django.conf import settings
 
-    env = {
+    return {
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": "opspanel.settings",
-        "OPOOLS_WEBHOOK_SECRETS": secret,
         # The same key as this process: the session made here must be valid there.
         "SECRET_KEY": settings.SECRET_KEY,
         "ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
+        **extra,
     }
+
+
+def _purge_tasks():
+    """Drop the task messages waiting in this run's queue: no worker of an
+    earlier run took them, and their ids are another database's."""
+    from opspanel.celery import app
+
+    return app.control.purge()
+
+
+def _applied_by_a_worker(url, event_ids, timeout=600):
+    """Start a Celery worker (2 processes, as production and the fault suite
+    run it) on the batches the webhook sent; wait until every event is
+    processed. Returns (events processed, seconds from the first batch's
+    transaction to the last's, the batches' sizes)."""
+    from django.db.models import Count, Max, Min
+
+    from records.models import WebhookEvent
+
+    worker = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "celery"), "-A", "opspanel", "worker",
+         "--concurrency", "2", "-l", "warning", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "-n", f"bench-{os.getpid()}@%h"],
+        cwd=ROOT, env=_server_env(url),
+    )  # fmt: skip
+    events = WebhookEvent.objects.filter(event_id__in=event_ids)
+    try:
+        deadline = time.monotonic() + timeout
+        while events.filter(state="processed").count() < len(event_ids):
+            if worker.poll() is not None:
+                raise RuntimeError(f"the Celery worker exited ({worker.returncode})")
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    done = events.filter(state="processed")
+    span = done.aggregate(first=Min("processed_at"), last=Max("processed_at"))
+    # Events processed in one transaction share its time: one group a batch.
+    batches = sorted(
+        n for n in done.values("processed_at").annotate(n=Count("id")).values_list("n", flat=True)
+    )
+    seconds = (span["last"] - span["first"]).total_seconds() if span["first"] else 0.0
+    return done.count(), seconds, batches
+
+
+def _gunicorn(url, secret, port):
+    env = _server_env(url, OPOOLS_WEBHOOK_SECRETS=secret)
     return subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "gunicorn"), "opspanel.wsgi", "--bind",
          f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning"],
@@ -136,6 +187,7 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
     from .pages import signed_in_client
 
     tps = pgbench_tps(base_url, pgbench_seconds, concurrency)
+    _purge_tasks()
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     marks = _high_water()
     client_django, _ = signed_in_client()
@@ -189,11 +241,13 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
         p50, p99, text = latency(hook.times)
         # The same events again: duplicates, answered and counted, never applied.
         again = measure([signed(*item) for item in bodies[: max(1, total // 10)]])
-        # No Celery worker runs here: apply what was stored, twice, as a
-        # task and the sweep would; then count.
+        # The web processes sent their batches as they went; the worker
+        # starts now that the webhook is measured, and applies them.
+        applied, apply_seconds, batches = _applied_by_a_worker(url, event_ids)
+        # Then once more, twice, as a redelivered task and the sweep would
+        # (nothing left to apply); then count.
         pks = list(WebhookEvent.objects.filter(event_id__in=event_ids).values_list("pk", flat=True))
-        apply_stored(pks)
-        apply_stored(pks)
+        reapplied = apply_stored(pks) + apply_stored(pks)
         stored = len(pks)
         changes = StatusChange.objects.filter(event__event_id__in=event_ids).count()
         lost, twice = total - stored, changes - stored
@@ -222,6 +276,30 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
                     "duplicate_codes": again.statuses,
                     "cpu_ms": hook.cpu(),
                     "signin_cpu_ms": base_run.cpu(),
+                },
+            )
+        )
+        apply_rate = applied / apply_seconds if apply_seconds else None
+        report.add(
+            Row(
+                "S4",
+                f"the same events applied by a Celery worker (2 processes) from the web's"
+                f" batches ({len(batches):,} tasks, {min(batches, default=0)}-"
+                f"{max(batches, default=0)} events each)",
+                f"{apply_rate:,.0f} events/s; {applied:,} of {stored:,} applied"
+                if apply_rate
+                else f"{applied:,} of {stored:,} applied",
+                f"the webhook {rate:,.0f} req/s",
+                f"{apply_rate / rate:.2f}x" if apply_rate else "",
+                "none in the issue (>=1x keeps up with the webhook)",
+                None,
+                {
+                    "rate": apply_rate,
+                    "applied": applied,
+                    "seconds": apply_seconds,
+                    "tasks": len(batches),
+                    "batch_sizes": batches,
+                    "applied_again": reapplied,
                 },
             )
         )

@@ -15,7 +15,8 @@
             BUFFERS) of the S1-S3 pages' queries, Seq Scans flagged.
    webhook  S4 new events POSTed to gunicorn (2 workers), against pgbench's
             3-statement transaction and the sign-in page on the same server;
-            then S1 over HTTP on the same server.
+            then a Celery worker (2 processes) applies the batches the web
+            sent, against the webhook's rate; then S1 over HTTP.
    import   S5 import_events of new events into the data set, against COPY of
             the same lines into an unlogged jsonb table, an ORM create loop,
             and the same import into an empty database; in one process, and

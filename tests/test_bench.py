@@ -65,7 +65,7 @@ EXPECTED_ROWS = {
     "S1 base": 3,  # the stock admins and the tuned one
     "S2": 1,
     "S3": 4,  # first page, deep page, a partner filter, the first page after a day of re-polls
-    "S4": 1,
+    "S4": 2,  # the webhook; its events applied by a Celery worker from the web's batches
     "S5": 4,  # one process and lanes against COPY, an ORM loop, an empty database
     "S5 floor": 1,  # the event rows alone against COPY
     "S6": 6,
@@ -100,6 +100,13 @@ def test_every_bench_operation_runs(tmp_path, request):
         counts[row["id"]] = counts.get(row["id"], 0) + 1
         assert row["figure"], row
     assert counts == EXPECTED_ROWS
+    # Every event the webhook stored, applied once by a real worker, from
+    # fewer tasks than events.
+    applied = next(r for r in result["rows"] if r["operation"].startswith("the same events"))
+    assert applied["values"]["applied"] == 40
+    assert applied["values"]["applied_again"] == 0
+    assert sum(applied["values"]["batch_sizes"]) == 40
+    assert len(applied["values"]["batch_sizes"]) < 40
     assert result["meta"]["events"] > 2000
     assert {p["page"] for p in result["plans"]} == {
         "S1 exact", "S1 prefix", "S2 timeline", "S3 first page", "S3 deep page"
