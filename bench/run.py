@@ -125,6 +125,10 @@ def main(argv=None, out=None):
         sys.exit("DATABASE_URL is not set (make bench sets it)")
     os.environ.setdefault("OPSPANEL_TESTING", "1")
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1 localhost testserver")
+    # The run's own queue, for it and the servers it starts (their env is
+    # this one): a test process's Celery worker on the same broker (the
+    # smoke run in make test) must not take the webhook's batches.
+    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"opspanel-bench-{os.getpid()}")
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
     os.environ["BENCH_BASE_DATABASE_URL"] = base_url
     chosen = [op for op in (args.only or OPERATIONS) if op not in args.skip]

@@ -288,7 +288,11 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_TASK_IGNORE_RESULT = True
-if TESTING:
+# The queue the panel sends its tasks to and its workers consume: one
+# broker can serve several deployments (or a bench beside the tests), each
+# with a queue of its own.
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", "celery")
+if TESTING and not env("CELERY_TASK_DEFAULT_QUEUE"):
     # Test processes running side by side (pytest-xdist) share one broker:
     # each sends to, and its worker consumes, a queue of its own.
     CELERY_TASK_DEFAULT_QUEUE = "opspanel-test-" + env("PYTEST_XDIST_WORKER", "main")
