@@ -66,26 +66,24 @@ def _apply(pks):
         return 0
 
 
-@shared_task(
-    acks_late=True,
+# Applying: the database away is retried later, the whole task.
+APPLY_TASK = {
+    "acks_late": True,
     # The pipeline talks to psycopg directly: its errors are psycopg's own.
-    autoretry_for=(OperationalError, psycopg.OperationalError),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=8,
-)
+    "autoretry_for": (OperationalError, psycopg.OperationalError),
+    "retry_backoff": True,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+@shared_task(**APPLY_TASK)
 def process_event(event_pk):
     """Apply one stored event. Running it twice applies it once."""
     return _apply([event_pk])
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(OperationalError, psycopg.OperationalError),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=8,
-)
+@shared_task(**APPLY_TASK)
 def process_events(event_pks):
     """Apply stored events, in the order they were stored. Running it twice
     applies each once."""
