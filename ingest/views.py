@@ -70,8 +70,9 @@ def receive_webhook(request):
 
     # One statement, in autocommit: it is committed (synchronous_commit: on
     # disk) when it returns, without a BEGIN and a COMMIT round trip of its
-    # own, so a 2xx always means stored. The event then waits a few ms for
-    # others stored by this process, to go to the worker in one task.
+    # own, so a 2xx always means stored. The event then waits up to
+    # OPOOLS_WEBHOOK_LINGER_SECONDS for others stored by this process, to go
+    # to the worker in one task (ingest.tasks.apply_batches).
     (stored,) = pipeline.store([envelope], "webhook", verified_with=secret.label)
     if not stored.duplicate:
         tasks.apply_batches.add_on_commit(stored.pk)
