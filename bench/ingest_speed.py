@@ -304,12 +304,14 @@ def measure_webhook(url, requests, concurrency=8, gunicorn_args=()):
             WebhookEvent.objects.filter(pk__in=pks).values_list("duplicate_count", flat=True)
         ),
     }
-    _purge_tasks()
+    purge_tasks()
     return result
 
 
-def _purge_tasks():
-    """The tasks the webhook sent wait in the broker with no worker: drop them."""
+def purge_tasks():
+    """Drop the task messages waiting in this run's queue (the webhook's,
+    with no worker to take them; or an earlier run's, with another
+    database's ids)."""
     from opspanel.celery import app
 
     try:

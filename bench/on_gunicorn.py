@@ -22,6 +22,7 @@ import orjson
 from django.db import connection, transaction
 
 from . import load
+from .ingest_speed import purge_tasks
 from .net import free_port, wait_until_served
 from .report import Row, latency
 
@@ -122,18 +123,6 @@ def _server_env(url, **extra):
     }
 
 
-def _purge_tasks():
-    """Drop the task messages waiting in this run's queue: no worker of an
-    earlier run took them, and their ids are another database's."""
-    from opspanel.celery import app
-
-    try:
-        return app.control.purge()
-    except Exception as exc:  # noqa: BLE001 - only tidying up
-        print(f"  (could not purge the broker: {type(exc).__name__})", flush=True)
-        return None
-
-
 def _applied_by_a_worker(url, event_ids):
     """Start a Celery worker (2 processes, as production and the fault suite
     run it) on the batches the webhook sent; wait until every event is
@@ -192,7 +181,7 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
     from .pages import signed_in_client
 
     tps = pgbench_tps(base_url, pgbench_seconds, concurrency)
-    _purge_tasks()
+    purge_tasks()
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     marks = _high_water()
     client_django, _ = signed_in_client()
@@ -350,6 +339,6 @@ def bench_http(report, url, base_url, total, concurrency, ids, pgbench_seconds):
     finally:
         server.terminate()
         server.wait(10)
-        _purge_tasks()  # whatever the worker left, if it timed out
+        purge_tasks()  # whatever the worker left, if it timed out
         _delete_since(marks, [session])
     return total
