@@ -66,6 +66,16 @@ def subprocess_database_url():
     return urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{name}").geturl()
 
 
+def free_port():
+    """A loopback port nothing listens on now (a server about to start, or a
+    refused connection)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextmanager
 def gunicorn_serving(**env):
     """The panel under gunicorn (the production server, one worker) on
@@ -76,9 +86,7 @@ def gunicorn_serving(**env):
     import sys
     from contextlib import suppress
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,

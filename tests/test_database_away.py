@@ -8,7 +8,6 @@ terminated backend.
 
 import os
 import select
-import socket
 from contextlib import contextmanager
 
 import psycopg
@@ -24,7 +23,7 @@ from opspanel.celery import app
 from records.models import WebhookEvent
 from tests import envelopes
 from tests.conftest import post_event
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 # These tests commit: the panel's connection is closed and reopened under them.
 committing = pytest.mark.django_db(transaction=True)
@@ -42,9 +41,7 @@ def _tasks_in_place():
 
 def closed_port():
     """A loopback port nothing listens on (connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port()
 
 
 @contextmanager

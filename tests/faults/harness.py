@@ -35,17 +35,12 @@ import orjson
 import psycopg
 
 from tests.conftest import sign
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
 ARTIFACTS = ROOT / "test-artifacts" / "faults"
 SECRET = "whsec_" + "ZmF1bHQtc3VpdGUtc2VjcmV0LTAxMjM0NTY3ODlhYmM="
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(check, timeout, interval=0.2, what="condition"):
