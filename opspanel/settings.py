@@ -268,10 +268,27 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL") or "sqla+" + DATABASE_URL.replace(
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Redis redelivers an unacknowledged task after this long: longer than any task.
-# (Only for Redis: the SQLAlchemy transport hands these options to create_engine.)
+# Only for Redis (the SQLAlchemy transport hands these options to create_engine):
+# - visibility_timeout: an unacknowledged task is redelivered after this long,
+#   longer than any task;
+# - socket_timeout: a command waits this long for its answer. Without it a
+#   broker that stops answering without closing the connection (a failover,
+#   a NAT or firewall dropping it) holds a publish forever, and with it the
+#   thread that sends a web process's webhook batches: every later event of
+#   that process would wait for the sweep. With it the send fails, sends
+#   pause (lib.tasks) and the sweep applies what was stored. A worker's BRPOP
+#   is kombu's own and is checked by health_check_interval, not this.
+# - socket_connect_timeout, socket_keepalive: the same for a connect, and for
+#   a connection that dies idle.
 CELERY_BROKER_TRANSPORT_OPTIONS = (
-    {"visibility_timeout": 3600} if CELERY_BROKER_URL.startswith("redis") else {}
+    {
+        "visibility_timeout": 3600,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 2,
+        "socket_keepalive": True,
+    }
+    if CELERY_BROKER_URL.startswith("redis")
+    else {}
 )
 # A redis:// broker: kombu's Redis transport, keeping one client per channel
 # instead of building one per publish (lib/broker.py says why).

@@ -175,9 +175,78 @@ def test_a_send_that_fails_for_a_bug_is_an_error_and_does_not_pause_other_sends(
     assert "not a broker problem" in caplog.text
 
 
-@pytest.mark.skipif(
+redis_broker_only = pytest.mark.skipif(
     not app.conf.broker_url.startswith("redis://"), reason="kombu's Redis transport only"
 )
+
+
+@contextmanager
+def broker_not_answering():
+    """A "broker" on loopback that takes every connection and never answers
+    (a Redis gone in a failover, or a NAT entry dropped: the socket stays
+    open and nothing comes back); yields the connections it holds."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)  # never read, never answered
+
+    threading.Thread(target=serve, daemon=True).start()
+    with broker_at(f"redis://127.0.0.1:{port}/0"):
+        broker_recovered()
+        try:
+            yield held
+        finally:
+            listener.close()
+            for conn in held:
+                conn.close()  # a send still waiting (the bug) gets its EOF
+
+
+@redis_broker_only
+def test_a_broker_that_stops_answering_holds_a_send_seconds_not_forever(client, batches, settings):
+    # A publish waited on a silent broker forever, and with it the thread
+    # that sends this process's batches: every later webhook's event would
+    # have waited for the sweep. The settings bound a command's wait; here
+    # a shorter bound than production's 5 s keeps the test quick.
+    import threading
+    import time
+
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    assert options.get("socket_timeout")
+    envelope = envelopes.trade("reserved", transact_id="pt_live_SILENT1")
+
+    app.conf.broker_transport_options = {**options, "socket_timeout": 0.5}
+    try:
+        with broker_not_answering() as held:
+            response = post_event(client, envelope)
+            flushed = []
+            sender = threading.Thread(target=lambda: flushed.append(batches.flush()), daemon=True)
+            started = time.monotonic()
+            sender.start()
+            sender.join(timeout=15)
+            took = time.monotonic() - started
+            assert not sender.is_alive(), "the send still waits on a broker that does not answer"
+            assert held  # it did reach the broker
+            assert broker_known_down()  # later sends skip it for a while
+    finally:
+        app.conf.broker_transport_options = options
+
+    assert response.status_code == 202
+    assert flushed == [1]
+    assert took < 5  # two tries (a connect's check and its one retry), 0.5 s each
+    assert WebhookEvent.objects.get(event_id=envelope["id"]).state == "pending"  # for the sweep
+
+
+@redis_broker_only
 def test_publishing_reuses_the_channels_redis_client(client, worker, monkeypatch, batches):
     """lib/broker.py: kombu built a new Redis client for every publish."""
     import threading
