@@ -17,6 +17,7 @@ import psycopg
 from celery import current_app, shared_task
 from django.conf import settings
 from django.db import OperationalError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from lib import broker
@@ -97,22 +98,31 @@ apply_batches = Batches(process_events, linger=lambda: settings.OPOOLS_WEBHOOK_L
 
 @shared_task(acks_late=True)
 def sweep_pending_events(batch_size=500, max_batches=100):
-    """Apply events left pending (lost task) or failed (fewer than MAX_ATTEMPTS)."""
+    """Apply events left pending (lost task) or failed (fewer than MAX_ATTEMPTS).
+
+    A run tries each event once, in the order received: a failed event
+    waits for the next run (OPOOLS_SWEEP_SECONDS) for its next attempt, so
+    its MAX_ATTEMPTS are spread over minutes, not spent in one run, and
+    the batches after it are not failed and applied one by one again for it.
+    """
     cutoff = timezone.now() - timedelta(seconds=settings.OPOOLS_SWEEP_GRACE_SECONDS)
     applied = 0
+    after = None  # (received_at, id) of the last event this run tried
     for _ in range(max_batches):
-        pks = list(
-            WebhookEvent.objects.exclude(state=WebhookEvent.State.PROCESSED)
-            .filter(received_at__lt=cutoff, attempts__lt=MAX_ATTEMPTS)
-            .order_by("received_at", "id")
-            .values_list("pk", flat=True)[:batch_size]
+        waiting = WebhookEvent.objects.exclude(state=WebhookEvent.State.PROCESSED).filter(
+            received_at__lt=cutoff, attempts__lt=MAX_ATTEMPTS
         )
-        if not pks:
+        if after is not None:
+            waiting = waiting.filter(
+                Q(received_at__gt=after[0]) | Q(received_at=after[0], id__gt=after[1])
+            )
+        rows = list(
+            waiting.order_by("received_at", "id").values_list("received_at", "id")[:batch_size]
+        )
+        if not rows:
             break
-        done = _apply(pks)  # one bad event is isolated there
-        applied += done
-        if done == 0:
-            break
+        after = rows[-1]
+        applied += _apply([pk for _, pk in rows])  # one bad event is isolated there
     if applied:
         log.info("sweep applied %d pending events", applied)
     pipeline.relink_waiting()

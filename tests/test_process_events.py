@@ -54,3 +54,27 @@ def test_a_batch_is_applied_in_the_order_it_was_stored_whatever_order_it_came_in
         "reserved",
         "settled",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_tries_a_bad_event_once_and_leaves_its_next_attempt_to_the_next_sweep(settings):
+    """A sweep used to pick the oldest waiting events again after each batch:
+    a bad event at the front spent all its attempts in one run, and every
+    batch behind it was failed and applied one by one again for it."""
+    settings.OPOOLS_SWEEP_GRACE_SECONDS = 0
+    sent = [envelopes.trade("reserved", transact_id=f"pt_live_SWEEP{n}") for n in range(5)]
+    stored = pipeline.store([pipeline.parse_envelope(e) for e in sent], "webhook")
+    bad = stored[0].pk  # the oldest: first in every batch
+    WebhookEvent.objects.filter(pk=bad).update(payload={"id": sent[0]["id"]})
+
+    assert tasks.sweep_pending_events(batch_size=2) == 4
+
+    failed = WebhookEvent.objects.get(pk=bad)
+    assert (failed.state, failed.attempts) == ("failed", 1)
+    assert set(WebhookEvent.objects.exclude(pk=bad).values_list("state", "attempts")) == {
+        ("processed", 1)
+    }
+    # The next run tries it once more, and so on until MAX_ATTEMPTS.
+    for attempt in range(2, tasks.MAX_ATTEMPTS + 2):
+        assert tasks.sweep_pending_events(batch_size=2) == 0
+        assert WebhookEvent.objects.get(pk=bad).attempts == min(attempt, tasks.MAX_ATTEMPTS)
