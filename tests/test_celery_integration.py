@@ -109,9 +109,12 @@ def test_an_event_handled_twice_is_applied_once(client, worker):
 
 
 @contextmanager
-def broker_refusing():
-    """A "broker" on loopback that accepts each connection and closes it at
-    once (a Redis going away); yields the list of connections it got."""
+def broker_on_loopback(*, holds):
+    """A "broker" on loopback that accepts every connection, then closes it
+    at once (``holds=False``: a Redis going away) or holds it open and never
+    answers (``holds=True``: a Redis gone in a failover, or a NAT entry
+    dropped: the socket stays open and nothing comes back); yields the
+    connections it got."""
     import socket
     import threading
 
@@ -126,7 +129,8 @@ def broker_refusing():
             except OSError:
                 return
             accepted.append(conn)
-            conn.close()
+            if not holds:
+                conn.close()
 
     threading.Thread(target=serve, daemon=True).start()
     with broker_at(f"redis://127.0.0.1:{port}/0"):
@@ -135,6 +139,8 @@ def broker_refusing():
             yield accepted
         finally:
             listener.close()
+            for conn in accepted:
+                conn.close()  # a send still waiting on one gets its EOF
 
 
 def test_with_the_broker_down_a_webhook_tries_it_once_then_not_at_all_for_a_while(client, batches):
@@ -148,7 +154,7 @@ def test_with_the_broker_down_a_webhook_tries_it_once_then_not_at_all_for_a_whil
         assert batches.flush() == 1
         return response
 
-    with broker_refusing() as connections:
+    with broker_on_loopback(holds=False) as connections:
         assert post_and_send(first).status_code == 202
         after_first = len(connections)
         assert post_and_send(second).status_code == 202
@@ -180,37 +186,6 @@ redis_broker_only = pytest.mark.skipif(
 )
 
 
-@contextmanager
-def broker_not_answering():
-    """A "broker" on loopback that takes every connection and never answers
-    (a Redis gone in a failover, or a NAT entry dropped: the socket stays
-    open and nothing comes back); yields the connections it holds."""
-    import socket
-    import threading
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    held = []
-
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            held.append(conn)  # never read, never answered
-
-    threading.Thread(target=serve, daemon=True).start()
-    with broker_at(f"redis://127.0.0.1:{port}/0"):
-        broker_recovered()
-        try:
-            yield held
-        finally:
-            listener.close()
-            for conn in held:
-                conn.close()  # a send still waiting (the bug) gets its EOF
-
-
 @redis_broker_only
 def test_a_broker_that_stops_answering_holds_a_send_seconds_not_forever(client, batches, settings):
     # A publish waited on a silent broker forever, and with it the thread
@@ -226,7 +201,7 @@ def test_a_broker_that_stops_answering_holds_a_send_seconds_not_forever(client, 
 
     app.conf.broker_transport_options = {**options, "socket_timeout": 0.5}
     try:
-        with broker_not_answering() as held:
+        with broker_on_loopback(holds=True) as held:
             response = post_event(client, envelope)
             flushed = []
             sender = threading.Thread(target=lambda: flushed.append(batches.flush()), daemon=True)
